@@ -1,0 +1,199 @@
+"""The ``aggregator`` command line (typer + rich).
+
+aggregator validate            check feeds.yaml, print every error, exit 1 if any
+aggregator poll --once         poll every enabled feed now, print a result table
+aggregator poll                poll on schedule, forever (a worker without the web server)
+aggregator serve               poll on schedule and serve the topic feeds
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import load_config
+from .exceptions import AggregatorError, ConfigError
+from .service import Aggregator
+from .types import PollResult
+
+CONFIG_ENV = "AGGREGATOR_CONFIG"
+
+app = typer.Typer(
+    help="RSS/Atom/JSON Feed aggregator: poll feeds, deduplicate, tag, republish topic feeds.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config", "-c", envvar=CONFIG_ENV, help="Path to feeds.yaml.", show_default=True
+    ),
+]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if verbose:
+        # APScheduler logs every job run at INFO; our own poll line says more.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _load(config: Path) -> Aggregator:
+    try:
+        return Aggregator.from_file(config)
+    except ConfigError as e:
+        err_console.print(f"[red]{len(e.errors)} error(s) in {config}; not starting:[/red]")
+        for line in e.errors:
+            err_console.print(f"  {line}", highlight=False, markup=False)
+        raise typer.Exit(2) from e
+    except AggregatorError as e:
+        err_console.print(f"[red]cannot start:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
+
+
+@app.command()
+def validate(config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Check feeds.yaml and print every problem with its line; exit 1 if there is any."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        for line in e.errors:
+            err_console.print(line, highlight=False, markup=False)
+        err_console.print(f"[red]{len(e.errors)} error(s)[/red]")
+        raise typer.Exit(1) from e
+    console.print(
+        f"[green]ok[/green]: {config}: {len(cfg.feeds)} feeds "
+        f"({sum(f.enabled for f in cfg.feeds)} enabled), {len(cfg.topics)} topics"
+    )
+
+
+def _results_table(results: list[PollResult]) -> Table:
+    table = Table(title="Poll results")
+    for col in ("feed", "status", "http", "new", "updated", "unchanged", "ms", "error"):
+        table.add_column(col, overflow="fold")
+    colours = {"ok": "green", "not_modified": "cyan", "error": "red"}
+    for r in sorted(results, key=lambda r: (r.status != "error", r.feed_url)):
+        table.add_row(
+            r.feed_url,
+            f"[{colours[r.status]}]{r.status}[/]",
+            str(r.http_status or ""),
+            str(r.new),
+            str(r.updated),
+            str(r.unchanged),
+            str(r.elapsed_ms),
+            r.error or "",
+        )
+    return table
+
+
+@app.command()
+def poll(
+    config: ConfigOption = Path("feeds.yaml"),
+    once: Annotated[bool, typer.Option("--once", help="Poll every feed now, then exit.")] = False,
+    feed: Annotated[
+        list[str] | None, typer.Option("--feed", help="Only this feed URL (repeatable).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Poll feeds: once now with a result table (--once), or on schedule forever."""
+    _setup_logging(verbose)
+    agg = _load(config)
+    try:
+        if once or feed:
+            urls = feed or [f.url for f in agg.enabled_feeds()]
+            with Progress(
+                TextColumn("polling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("poll", total=len(urls))
+                results = asyncio.run(_poll_once(agg, urls, lambda _r: progress.advance(task)))
+            console.print(_results_table(results))
+            failed = sum(r.status == "error" for r in results)
+            console.print(f"{len(results)} feeds polled, {failed} failed")
+        else:
+            asyncio.run(_poll_forever(agg))
+    finally:
+        agg.close()
+
+
+async def _poll_once(
+    agg: Aggregator, urls: list[str], on_done: Callable[[PollResult], None]
+) -> list[PollResult]:
+    try:
+        return await agg.poll_all(urls, on_done)
+    finally:
+        await agg.stop()
+
+
+async def _poll_forever(agg: Aggregator) -> None:
+    agg.start_polling()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await agg.stop()
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("feeds.yaml"),
+    host: Annotated[str | None, typer.Option(help="Listen address (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: settings).")] = None,
+    no_poll: Annotated[
+        bool, typer.Option("--no-poll", help="Serve only; leave polling to workers.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
+    """Poll feeds on schedule and serve the topic feeds over HTTP."""
+    import uvicorn
+
+    from .web import create_app
+
+    _setup_logging(verbose)
+    agg = _load(config)
+    s = agg.config.settings
+    host, port = host or s.host, port or s.port
+    console.print(
+        f"serving {len(agg.config.topics)} topics on http://{host}:{port}/ "
+        f"({'not polling' if no_poll else f'polling {len(agg.enabled_feeds())} feeds'})"
+    )
+    try:
+        uvicorn.run(
+            create_app(agg, poll=not no_poll),
+            host=host,
+            port=port,
+            log_level="info" if verbose else "warning",
+            access_log=False,
+        )
+    finally:
+        agg.close()
+
+
+def main() -> None:
+    app()
+
+
+def serve_main(argv: list[str] | None = None) -> None:
+    """``python serve.py [options]`` is ``aggregator serve [options]``."""
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(["serve", *args])

@@ -1,0 +1,273 @@
+"""feeds.yaml: the schema (Pydantic), loading with line-numbered errors.
+
+The file has four top-level keys::
+
+    settings:           # optional: database, listen address, fetch limits
+    feeds: [...]        # url, title, tags, interval, enabled
+    topics: [...]       # name, slug, description, rules
+    category_synonyms:  # optional: extra "category" -> "canonical category" pairs
+
+Every error names the file, the line and column, and the field path, e.g.
+``feeds.yaml:14:5: feeds[2].interval: invalid duration 'soon' (expected e.g. 90s, 30m, 2h, 1d)``.
+All errors are reported at once; a bad file never yields a partial Config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from .exceptions import ConfigError
+
+DATABASE_URL_ENV = "AGGREGATOR_DATABASE_URL"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90`` / ``"90s"`` / ``"30m"`` / ``"2h"`` / ``"1d"`` -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r} (expected e.g. 90s, 30m, 2h, 1d)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r} (expected e.g. 90s, 30m, 2h, 1d)")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as "intervall" must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Strict):
+    database_url: str = Field(
+        default="sqlite:///storage/aggregator.db",
+        description="SQLAlchemy URL; relative SQLite paths are relative to feeds.yaml. "
+        f"${DATABASE_URL_ENV} overrides it.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    base_url: str | None = Field(
+        default=None, description="public URL of the server, for self links"
+    )
+    default_interval: Duration = timedelta(minutes=30)
+    fetch_timeout: Duration = timedelta(seconds=30)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_concurrency: int = Field(default=16, ge=1, le=1000)
+    items_per_feed: int = Field(default=50, ge=1, le=500)
+    user_agent: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+
+def _http_url(v: str) -> str:
+    v = v.strip()
+    if not re.match(r"^https?://[^/\s]+", v, re.IGNORECASE):
+        raise ValueError(f"not an http(s) URL: {v!r}")
+    return v
+
+
+class FeedConfig(_Strict):
+    url: str
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: Duration | None = None
+    enabled: bool = True
+
+    _check_url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+
+
+class TopicRules(_Strict):
+    keywords: tuple[str, ...] = Field(
+        default=(), description="words or phrases, whole-word, case-insensitive"
+    )
+    regex: tuple[str, ...] = Field(default=(), description="case-insensitive regular expressions")
+    categories: tuple[str, ...] = Field(
+        default=(), description="item categories, normalised (case, spacing, &/and, synonyms)"
+    )
+    feed_tags: tuple[str, ...] = Field(default=(), description="tags of the feed in feeds.yaml")
+
+    @field_validator("regex")
+    @classmethod
+    def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, pattern in enumerate(v):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"regex[{i}] {pattern!r}: invalid regular expression: {e}") from e
+        return v
+
+    @field_validator("keywords")
+    @classmethod
+    def _nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not k.strip() for k in v):
+            raise ValueError("empty keyword")
+        return v
+
+
+class TopicConfig(_Strict):
+    name: str = Field(min_length=1)
+    slug: str
+    description: str = ""
+    rules: TopicRules = TopicRules()
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError(f"{v!r} is not a URL slug (lower-case letters, digits and hyphens)")
+        return v
+
+
+class Config(_Strict):
+    settings: Settings = Settings()
+    feeds: tuple[FeedConfig, ...] = ()
+    topics: tuple[TopicConfig, ...] = ()
+    category_synonyms: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        _no_duplicates("feeds", [f.url for f in self.feeds], "url")
+        _no_duplicates("topics", [t.slug for t in self.topics], "slug")
+        return self
+
+    def interval_for(self, feed: FeedConfig) -> timedelta:
+        return feed.interval or self.settings.default_interval
+
+    def topic(self, slug: str) -> TopicConfig | None:
+        return next((t for t in self.topics if t.slug == slug), None)
+
+    def feed(self, url: str) -> FeedConfig | None:
+        return next((f for f in self.feeds if f.url == url), None)
+
+
+class _DuplicateError(ValueError):
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _no_duplicates(section: str, values: Sequence[str], key: str) -> None:
+    seen: dict[str, int] = {}
+    for i, v in enumerate(values):
+        if v in seen:
+            raise _DuplicateError(
+                (section, i, key), f"duplicate {key} {v!r} (first at {section}[{seen[v]}])"
+            )
+        seen[v] = i
+
+
+def _position(doc: Any, loc: Iterable[str | int]) -> tuple[int, int] | None:
+    """The (line, column), 1-based, of the deepest node of ``loc`` present in ``doc``."""
+    node, pos = doc, None
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            line, col = node.lc.key(key)
+            pos = (line + 1, col + 1)
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            line, col = node.lc.item(key)
+            pos = (line + 1, col + 1)
+            node = node[key]
+        else:
+            break
+    return pos
+
+
+def _field_path(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: Any) -> str:
+    msg: str = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check the spelling; see docs/feeds-yaml.md)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg
+
+
+def parse_config(text: str, path: str = "feeds.yaml") -> Config:
+    """Validate feeds.yaml text; raise ConfigError listing every problem with its line."""
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError([f"{where}: YAML syntax error: {e.problem or e}"]) from e
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{path}:1:1: the file must be a mapping with feeds: and topics:"])
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            ctx_err = err.get("ctx", {}).get("error")
+            if isinstance(ctx_err, _DuplicateError):
+                loc = ctx_err.loc
+            pos = _position(doc, loc)
+            where = f"{path}:{pos[0]}:{pos[1]}" if pos else path
+            lines.append(f"{where}: {_field_path(loc)}: {_message(err)}")
+        raise ConfigError(lines) from e
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a feeds.yaml file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{p}: cannot read: {e}"]) from e
+    return parse_config(text, str(p))
+
+
+def database_url(config: Config, config_path: str | os.PathLike[str]) -> str:
+    """The database URL to use: the environment wins, relative SQLite paths follow feeds.yaml."""
+    url = os.environ.get(DATABASE_URL_ENV) or config.settings.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        base = Path(config_path).resolve().parent
+        url = prefix + str(base / url[len(prefix) :])
+    return url

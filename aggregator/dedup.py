@@ -1,0 +1,180 @@
+"""Deduplication: who is who among entries.
+
+Three questions, answered here without touching the store:
+
+* **identity** of an entry within its feed: its guid/id, else its canonical link, else a hash
+  of title and content. Some feeds give every item the same guid; when one fetch repeats a
+  guid with different links, those entries fall back to their links (as miniflux does).
+* **content hash**: did a known entry change? Fields that change on every fetch (a date we
+  made up from the fetch time) are left out, so an unchanged item is never "updated".
+* **canonical URL**: the key by which entries from different feeds become one story.
+
+``plan()`` turns a parsed feed plus the stored hashes into one ``EntryIntent`` per entry:
+new, updated or unchanged. Story assignment by canonical URL is done where the story rows
+are (storage); near-duplicate matching of rewritten stories will slot in beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from .types import EntryAction, EntryIntent, ParsedEntry, TopicTag
+
+# Query parameters that only say where a click came from, never which article it is.
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "ref",
+        "ref_src",
+        "ref_url",
+        "cmpid",
+        "ito",
+        "ns_mchannel",
+        "ns_source",
+        "ns_campaign",
+        "ns_linkname",
+        "ns_fee",
+        "at_medium",
+        "at_campaign",
+        "s_cid",
+        "smid",
+        "rss",
+        "feed",
+        "partner",
+    }
+)
+TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "mtm_", "_hs", "hsa_", "oly_")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_tracking(name: str) -> bool:
+    n = name.lower()
+    return n in TRACKING_PARAMS or n.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str | None, base: str | None = None) -> str | None:
+    """A comparison key for an article URL; None for anything that is not http(s).
+
+    Lower-cased host, no scheme distinction (http and https are one article), no default
+    port, no fragment, no tracking parameters, sorted query, no trailing slash.
+    """
+    if not url or not url.strip():
+        return None
+    url = url.strip()
+    if base:
+        url = urljoin(base, url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    if port and port != DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    path = parts.path or "/"
+    if len(path) > 1:
+        path = path.rstrip("/")
+    query = sorted(
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    )
+    return urlunsplit(("https", host, path, urlencode(query), ""))
+
+
+def content_hash(entry: ParsedEntry) -> str:
+    """A hash of what a reader sees of an entry, leaving out fetch-time artefacts."""
+    payload = {
+        "title": entry.title,
+        "link": entry.link,
+        "summary": entry.summary_html,
+        "content": entry.content_html,
+        "authors": list(entry.authors),
+        "categories": list(entry.categories),
+        "enclosures": [list(e) for e in entry.enclosures],
+        # A date we made up from the fetch time changes on every poll: not content.
+        "published": None if entry.date_from_fetch else entry.published.isoformat(),
+        "updated": None if entry.date_from_fetch else entry.updated.isoformat(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _fallback_identity(entry: ParsedEntry, feed_url: str) -> str:
+    link = canonical_url(entry.link, feed_url)
+    if link:
+        return "link:" + link
+    digest = hashlib.sha256(f"{entry.title}\0{entry.content_html}".encode()).hexdigest()
+    return "hash:" + digest
+
+
+def identities(entries: Sequence[ParsedEntry], feed_url: str) -> list[str]:
+    """The identity of each entry within its feed (same order as ``entries``)."""
+    links_per_guid: dict[str, set[str | None]] = {}
+    for e in entries:
+        if e.guid:
+            links_per_guid.setdefault(e.guid, set()).add(canonical_url(e.link, feed_url))
+    guid_counts = Counter(e.guid for e in entries if e.guid)
+    out = []
+    for e in entries:
+        # A guid shared by several different articles is no identity at all.
+        shared = e.guid and guid_counts[e.guid] > 1 and len(links_per_guid[e.guid]) > 1
+        if e.guid and not shared:
+            out.append("guid:" + e.guid)
+        else:
+            out.append(_fallback_identity(e, feed_url))
+    return out
+
+
+Tagger = Callable[[ParsedEntry], Sequence[TopicTag]]
+
+
+def plan(
+    entries: Sequence[ParsedEntry],
+    feed_url: str,
+    stored_hashes: Mapping[str, str],
+    tagger: Tagger | None = None,
+) -> list[EntryIntent]:
+    """Decide new / updated / unchanged for each entry; tag the ones that need storing.
+
+    An identity seen twice in one fetch keeps its first occurrence (feeds list newest first).
+    """
+    seen: set[str] = set()
+    out = []
+    for entry, identity in zip(entries, identities(entries, feed_url), strict=True):
+        if identity in seen:
+            continue
+        seen.add(identity)
+        digest = content_hash(entry)
+        stored = stored_hashes.get(identity)
+        if stored is None:
+            action: EntryAction = "new"
+        elif stored != digest:
+            action = "updated"
+        else:
+            action = "unchanged"
+        tags = tuple(tagger(entry)) if tagger and action != "unchanged" else ()
+        out.append(
+            EntryIntent(
+                identity=identity,
+                content_hash=digest,
+                canonical_url=canonical_url(entry.orig_link or entry.link, feed_url),
+                action=action,
+                entry=entry,
+                tags=tags,
+            )
+        )
+    return out

@@ -1,0 +1,606 @@
+"""Turn a fetched body into a ``ParsedFeed``.
+
+RSS 0.9x/1.0/2.0 and Atom go through feedparser; JSON Feed 1.0/1.1 is read with the
+json module. Both paths end in the same normalisation: HTML sanitised with nh3 (one
+allowlist for every source), relative links made absolute, dates as aware UTC
+datetimes, plain-text title and text. A body that is not a feed, or a feed too broken
+to trust, raises ``ParseError``; problems we can live with become ``warnings``.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from functools import lru_cache, partial
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+import nh3
+
+from .exceptions import ParseError
+from .types import Enclosure, ParsedEntry, ParsedFeed
+
+__all__ = ["parse"]
+
+ALLOWED_TAGS: frozenset[str] = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "code", "em", "figure", "figcaption",
+        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "li", "ol", "p", "pre",
+        "q", "s", "small", "strong", "sub", "sup", "table", "thead", "tbody", "tr",
+        "td", "th", "u", "ul",
+    }
+)  # fmt: skip
+ALLOWED_ATTRIBUTES: dict[str, frozenset[str]] = {
+    "a": frozenset({"href", "title"}),
+    "img": frozenset({"src", "alt", "title", "width", "height"}),
+    "td": frozenset({"colspan", "rowspan"}),
+    "th": frozenset({"colspan", "rowspan"}),
+}
+URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
+LINK_REL = "noopener noreferrer nofollow"
+
+# A clock a little fast at the publisher is normal; a year ahead is a broken feed that
+# would otherwise pin its items to the top of every list.
+FUTURE_SLACK = timedelta(days=1)
+
+_JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/")
+_JSON_TYPES = frozenset({"application/feed+json", "application/json", "text/json"})
+_LEADING_JUNK = b" \t\r\n\xef\xbb\xbf"
+
+# Tags after which rendered text breaks; other tags (b, a, ...) sit inside words.
+_BLOCK_TAGS = frozenset(
+    {
+        "blockquote", "br", "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6",
+        "hr", "img", "li", "ol", "p", "pre", "table", "thead", "tbody", "tr", "td", "th",
+        "ul",
+    }
+)  # fmt: skip
+# Only ever applied to nh3 output, which quotes every attribute value with '"' and
+# escapes '"' inside it, so a '>' inside a value cannot end the match early.
+_TAG = re.compile(r'<(/?)([a-zA-Z0-9]+)(?:[^>"]|"[^"]*")*>')
+
+# expat's messages for a document that stops before its root element is closed.
+_TRUNCATION_MESSAGES = (
+    "no element found",
+    "unclosed token",
+    "unclosed cdata section",
+    "partial character",
+)
+_ROOT_CLOSE = re.compile(rb"</\s*(?:[\w.-]+:)?(?:rss|feed|rdf)\s*>", re.IGNORECASE)
+_HTML_START = re.compile(rb"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
+_FEED_ROOT = re.compile(rb"<(?:[\w.-]+:)?(?:rss|feed|rdf)[\s>]", re.IGNORECASE)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse(content: bytes, url: str, headers: Mapping[str, str], fetched_at: datetime) -> ParsedFeed:
+    """Parse ``content`` fetched from ``url``; raise ``ParseError`` if it is not a usable feed.
+
+    ``headers`` are the response headers with lower-cased names; ``fetched_at`` stands in
+    for the dates of entries that have none.
+    """
+    fetched_at = fetched_at.replace(tzinfo=UTC) if fetched_at.tzinfo is None else fetched_at
+    ctx = _Context(url, fetched_at.astimezone(UTC))
+    headers = {k.lower(): v for k, v in headers.items()}
+    if not content.strip(_LEADING_JUNK + b"\x00"):
+        raise ParseError("empty body, not a feed")
+    if _is_json(content, headers):
+        return _parse_json_feed(content, headers, ctx)
+    return _parse_xml_feed(content, headers, ctx)
+
+
+class _Context:
+    """Per-call state: where relative URLs point, the fetch time, collected warnings."""
+
+    def __init__(self, url: str, fetched_at: datetime) -> None:
+        self.url = url
+        self.fetched_at = fetched_at
+        self.latest_allowed = fetched_at + FUTURE_SLACK
+        self.warnings: list[str] = []
+        self.set_base(url)
+
+    def set_base(self, base: str) -> None:
+        self.base = base
+        self.cleaner = _cleaner(base if _is_web_url(base) else "")
+
+    def absolute(self, link: object) -> str | None:
+        """``link`` made absolute against the base; None unless it is an http(s) URL."""
+        if not isinstance(link, str) or not link.strip():
+            return None
+        try:
+            resolved = urljoin(self.base, link.strip())
+        except ValueError:  # e.g. an invalid IPv6 literal
+            return None
+        return resolved if _is_web_url(resolved) else None
+
+    def html(self, value: str) -> str:
+        return self.cleaner.clean(value).strip()
+
+    def date(self, value: datetime | None, what: str) -> datetime | None:
+        if value is not None and value > self.latest_allowed:
+            self.warnings.append(
+                f"{what} {value.isoformat()} is in the future; using the fetch time"
+            )
+            return self.fetched_at
+        return value
+
+
+@lru_cache(maxsize=256)
+def _cleaner(base: str) -> nh3.Cleaner:
+    # One Cleaner per base URL: building one compiles the allowlists, cleaning is cheap.
+    return nh3.Cleaner(
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        link_rel=LINK_REL,
+        url_relative=("rewrite_with_base", base) if base else "pass_through",
+    )
+
+
+def _is_web_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _is_json(content: bytes, headers: Mapping[str, str]) -> bool:
+    head = content[:64].lstrip(_LEADING_JUNK)
+    if head.startswith(b"{"):
+        return True
+    if head.startswith(b"<"):
+        # Servers that label RSS as application/json exist; the body is the better witness.
+        return False
+    ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return ctype in _JSON_TYPES or ctype.endswith("+json")
+
+
+# ---------------------------------------------------------------------------- text helpers
+
+
+def _collapse(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _plain(value: object) -> str:
+    """Plain text as given, with entities some publishers double-escape decoded."""
+    return _collapse(html.unescape(value)) if isinstance(value, str) else ""
+
+
+def _markup_to_plain(value: str) -> str:
+    # Raw, unsanitised markup: let nh3 parse it (dropping script/style bodies) rather
+    # than trusting a regex with whatever the publisher wrote.
+    return _collapse(html.unescape(nh3.clean(value, tags=set())))
+
+
+def _text_of(clean_html: str) -> str:
+    """Plain text of sanitised HTML; block boundaries become spaces."""
+
+    def replace(m: re.Match[str]) -> str:
+        return " " if m.group(2).lower() in _BLOCK_TAGS else ""
+
+    return _collapse(html.unescape(_TAG.sub(replace, clean_html)))
+
+
+def _escape_text(value: str) -> str:
+    return html.escape(value.strip(), quote=False)
+
+
+def _dedup(values: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for v in values:
+        v = _collapse(v)
+        if v and v not in seen:
+            seen[v] = None
+    return tuple(seen)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float):
+        return int(value) if value >= 0 and value == value and value != float("inf") else None
+    if isinstance(value, str) and value.strip().isdigit():
+        # Byte counts are small; a 5000-digit "length" is junk, not a reason to fail.
+        return int(value.strip()) if len(value.strip()) < 20 else None
+    return None
+
+
+# ---------------------------------------------------------------------------- dates
+
+
+def _from_struct(value: object) -> datetime | None:
+    """feedparser's UTC struct_time as an aware datetime; None when it is not a real date."""
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        # datetime() rejects Feb 30 and friends where timegm() would roll them over;
+        # a leap second becomes :59.
+        return datetime(
+            value.tm_year,
+            value.tm_mon,
+            value.tm_mday,
+            value.tm_hour,
+            value.tm_min,
+            min(value.tm_sec, 59),
+            tzinfo=UTC,
+        )
+    except (ValueError, OverflowError):
+        return None
+
+
+def _from_string(value: object) -> datetime | None:
+    """An RFC 3339 date (JSON Feed), or RFC 822 as some JSON feeds write; None if neither."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    parsed: datetime | None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # year 1 with a positive offset, etc.
+        return None
+
+
+def _dates(
+    published: datetime | None, updated: datetime | None, ctx: _Context
+) -> tuple[datetime, datetime, bool]:
+    published = ctx.date(published, "published date")
+    updated = ctx.date(updated, "updated date")
+    first = published or updated
+    if first is None:
+        return ctx.fetched_at, ctx.fetched_at, True
+    return first, updated or first, False
+
+
+# ---------------------------------------------------------------------------- RSS / Atom
+
+
+def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> ParsedFeed:
+    fp_headers = dict(headers)
+    # feedparser resolves relative URIs against content-location; without it they
+    # would stay relative (it never sees the URL we fetched).
+    fp_headers["content-location"] = urljoin(ctx.url, headers.get("content-location", ctx.url))
+    try:
+        # A stream, never raw bytes: feedparser tries bytes as a filename first.
+        result = feedparser.parse(
+            io.BytesIO(content),
+            response_headers=fp_headers,
+            sanitize_html=False,
+            resolve_relative_uris=True,
+        )
+    except Exception as e:  # feedparser should not raise, but a crash is still "unreadable"
+        raise ParseError(f"feed could not be parsed: {type(e).__name__}: {e}") from e
+
+    version: str = result.get("version") or ""
+    entries: list[Any] = list(result.get("entries") or [])
+    _check_bozo(result, content, version, entries, ctx)
+    if not version and not entries:
+        raise ParseError(_not_a_feed(content, None))
+
+    feed = dict.get(result, "feed") or {}
+    ctx.set_base(fp_headers["content-location"])
+    feed_authors = _fp_authors(feed) if version.startswith("atom") else ()
+    parsed: list[ParsedEntry] = []
+    for i, entry in enumerate(entries):
+        try:
+            parsed.append(_fp_entry(entry, feed_authors, ctx))
+        except Exception as e:  # one broken item must not cost the whole feed
+            ctx.warnings.append(f"entry {i} skipped: {type(e).__name__}: {e}")
+    language = _plain(dict.get(feed, "language")) or _plain(headers.get("content-language"))
+    return ParsedFeed(
+        title=_fp_text(feed, "title"),
+        link=ctx.absolute(dict.get(feed, "link")),
+        language=language or None,
+        entries=parsed,
+        warnings=ctx.warnings,
+    )
+
+
+def _check_bozo(
+    result: Any, content: bytes, version: str, entries: list[Any], ctx: _Context
+) -> None:
+    """Raise ParseError for a broken document unless what feedparser salvaged is sound."""
+    if not result.get("bozo"):
+        return
+    exc = result.get("bozo_exception")
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, feedparser.CharacterEncodingOverride | feedparser.NonXMLContentType):
+        ctx.warnings.append(what)
+        return
+    if _is_truncated(exc, content):
+        # A cut-off download: the last item is likely incomplete and would be stored as
+        # an "update" of the real one. Better to fail this poll and read the next.
+        raise ParseError(f"feed is truncated (the document ends early: {exc})")
+    if version and entries:
+        # The lenient parser read it; feeds with e.g. an undefined HTML entity are common.
+        ctx.warnings.append(f"feed is not well-formed XML, read leniently ({what})")
+        return
+    raise ParseError(_not_a_feed(content, exc))
+
+
+def _is_truncated(exc: object, content: bytes) -> bool:
+    message = str(exc).lower()
+    if any(m in message for m in _TRUNCATION_MESSAGES):
+        return True
+    # expat stops at the first error, so a feed with a bad entity *and* a missing end
+    # never reports "no element found": look for the root's end tag ourselves. UTF-16
+    # puts NULs between the letters; dropping them keeps the check byte-simple.
+    tail = content.rstrip()[-4096:].replace(b"\x00", b"")
+    return _FEED_ROOT.search(content[:4096].replace(b"\x00", b"")) is not None and (
+        _ROOT_CLOSE.search(tail) is None
+    )
+
+
+def _not_a_feed(content: bytes, exc: object) -> str:
+    head = content[:4096].lstrip(_LEADING_JUNK)
+    if _HTML_START.search(head):
+        message = "looks like an HTML page, not a feed"
+        alternates = _alternate_feeds(content)
+        if alternates:
+            message += "; the page links to " + ", ".join(alternates[:3])
+        return message
+    if b"\x00" in content[:1024] or not _mostly_text(content[:1024]):
+        return "not a feed: the body is binary data"
+    if exc is not None:
+        return f"not a feed: could not parse the document ({exc})"
+    return "not a feed: no RSS, Atom or RDF root element and no entries"
+
+
+def _mostly_text(sample: bytes) -> bool:
+    text = sample.decode("utf-8", "replace")
+    bad = sum(1 for c in text if c == "\ufffd" or (c < " " and c not in "\t\r\n"))
+    return bad <= len(text) // 20
+
+
+class _AlternateFinder(HTMLParser):
+    """Collects <link rel="alternate"> feed URLs, to say where the real feed is."""
+
+    FEED_TYPES = frozenset({"application/rss+xml", "application/atom+xml", "application/feed+json"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "link":
+            return
+        a = {k: (v or "") for k, v in attrs}
+        if "alternate" in a.get("rel", "").lower().split() and (
+            a.get("type", "").lower() in self.FEED_TYPES
+        ):
+            self.found.append(a.get("href", ""))
+
+
+def _alternate_feeds(content: bytes) -> list[str]:
+    finder = _AlternateFinder()
+    try:
+        finder.feed(content[:65536].decode("utf-8", "replace"))
+    except Exception:  # the hint is a courtesy; never let it hide the real error
+        return []
+    return [h for h in finder.found if h]
+
+
+def _fp_text(node: Any, key: str) -> str:
+    """A feedparser text construct as plain text, honouring its declared type."""
+    value = dict.get(node, key)
+    if not isinstance(value, str):
+        return ""
+    detail = dict.get(node, key + "_detail") or {}
+    if "html" in str(detail.get("type", "text/html")):
+        return _markup_to_plain(value)
+    return _plain(value)
+
+
+def _fp_html(construct: Any, ctx: _Context) -> str:
+    """Sanitised HTML for a feedparser content/summary construct (a dict with type+value)."""
+    value = construct.get("value")
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    ctype = str(construct.get("type") or "text/html").lower()
+    if "html" in ctype:
+        return ctx.html(value)
+    return _escape_text(value)
+
+
+def _fp_authors(node: Any) -> tuple[str, ...]:
+    names: list[str] = []
+    for author in dict.get(node, "authors") or []:
+        if isinstance(author, Mapping):
+            names.append(_plain(author.get("name") or author.get("email") or ""))
+    if not names:
+        names.append(_plain(dict.get(node, "author")))
+    return _dedup(names)
+
+
+def _fp_entry(entry: Any, feed_authors: tuple[str, ...], ctx: _Context) -> ParsedEntry:
+    # dict.get everywhere: FeedParserDict.get follows aliases (guid->id, updated->
+    # published with a DeprecationWarning), and we want exactly what the feed said.
+    get: Callable[[str], Any] = partial(dict.get, entry)
+
+    guid = get("id")
+    guid = guid.strip() if isinstance(guid, str) and guid.strip() else None
+
+    summary_detail = get("summary_detail")
+    if not isinstance(summary_detail, Mapping) and isinstance(get("summary"), str):
+        summary_detail = {"type": "text/html", "value": get("summary")}
+    summary_html = _fp_html(summary_detail, ctx) if isinstance(summary_detail, Mapping) else ""
+    contents = [c for c in get("content") or [] if isinstance(c, Mapping)]
+    content_html = next((h for h in (_fp_html(c, ctx) for c in contents) if h), "")
+    content_html = content_html or summary_html
+    summary_html = summary_html or content_html
+
+    published, updated, from_fetch = _dates(
+        _from_struct(get("published_parsed")), _from_struct(get("updated_parsed")), ctx
+    )
+
+    categories: list[str] = []
+    for tag in get("tags") or []:
+        if isinstance(tag, Mapping):
+            term = tag.get("term") or tag.get("label")
+            if isinstance(term, str):
+                categories.append(_plain(term))
+
+    return ParsedEntry(
+        guid=guid,
+        link=ctx.absolute(get("link")),
+        title=_fp_text(entry, "title"),
+        summary_html=summary_html,
+        content_html=content_html,
+        text=_text_of(content_html),
+        authors=_fp_authors(entry) or feed_authors,
+        published=published,
+        updated=updated,
+        date_from_fetch=from_fetch,
+        categories=_dedup(categories),
+        enclosures=_fp_enclosures(entry, ctx),
+        orig_link=ctx.absolute(get("feedburner_origlink")),
+    )
+
+
+def _fp_enclosures(entry: Any, ctx: _Context) -> tuple[Enclosure, ...]:
+    found: dict[str, Enclosure] = {}
+    candidates: list[tuple[object, object, object]] = []
+    for link in dict.get(entry, "links") or []:
+        if isinstance(link, Mapping) and link.get("rel") == "enclosure":
+            candidates.append((link.get("href"), link.get("type"), link.get("length")))
+    for media in dict.get(entry, "media_content") or []:
+        if isinstance(media, Mapping):
+            candidates.append((media.get("url"), media.get("type"), media.get("filesize")))
+    for href, mime, length in candidates:
+        absolute = ctx.absolute(href)
+        if absolute and absolute not in found:
+            mime_type = mime.strip() if isinstance(mime, str) and mime.strip() else None
+            found[absolute] = Enclosure(absolute, mime_type, _int_or_none(length))
+    return tuple(found.values())
+
+
+# ---------------------------------------------------------------------------- JSON Feed
+
+
+def _parse_json_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> ParsedFeed:
+    try:
+        doc = json.loads(content)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ParseError(f"invalid JSON, not a JSON Feed: {e}") from e
+    if not isinstance(doc, dict):
+        raise ParseError(f"JSON body is not a JSON Feed: top level is {type(doc).__name__}")
+    version = doc.get("version")
+    if not isinstance(version, str) or not _JSON_FEED_VERSION.match(version):
+        raise ParseError(
+            'JSON body is not a JSON Feed: no "version" starting with '
+            f"https://jsonfeed.org/version/ (got {version!r})"
+        )
+    items = doc.get("items")
+    if not isinstance(items, list):
+        raise ParseError('JSON body is not a JSON Feed: "items" is missing or not a list')
+
+    home = ctx.absolute(doc.get("home_page_url"))
+    base = home or ctx.absolute(doc.get("feed_url")) or ctx.url
+    ctx.set_base(base)
+    feed_authors = _json_authors(doc)
+    parsed: list[ParsedEntry] = []
+    for i, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise TypeError(f"item is a {type(item).__name__}, not an object")
+            parsed.append(_json_entry(item, feed_authors, ctx))
+        except Exception as e:  # one broken item must not cost the whole feed
+            ctx.warnings.append(f"entry {i} skipped: {type(e).__name__}: {e}")
+    language = _plain(doc.get("language")) or _plain(headers.get("content-language"))
+    return ParsedFeed(
+        title=_plain(doc.get("title")),
+        link=home,
+        language=language or None,
+        entries=parsed,
+        warnings=ctx.warnings,
+    )
+
+
+def _json_authors(node: Mapping[str, Any]) -> tuple[str, ...]:
+    # 1.1 has "authors"; 1.0 had a single "author" object. Accept either in any version.
+    raw = node.get("authors")
+    people = raw if isinstance(raw, list) else []
+    if not people and isinstance(node.get("author"), dict):
+        people = [node["author"]]
+    return _dedup(_plain(p.get("name")) for p in people if isinstance(p, dict))
+
+
+def _json_entry(item: dict[str, Any], feed_authors: tuple[str, ...], ctx: _Context) -> ParsedEntry:
+    raw_id = item.get("id")
+    # The spec says string, but numeric ids are common and meant the same.
+    guid = (
+        str(raw_id).strip()
+        if isinstance(raw_id, str | int) and not isinstance(raw_id, bool)
+        else ""
+    )
+
+    raw_text = item.get("content_text")
+    content_text = raw_text if isinstance(raw_text, str) else ""
+    raw_html = item.get("content_html")
+    content_html = ctx.html(raw_html) if isinstance(raw_html, str) else ""
+    content_html = content_html or (_escape_text(content_text) if content_text.strip() else "")
+    # JSON Feed's "summary" is plain text by definition.
+    summary = item.get("summary")
+    summary_html = _escape_text(summary) if isinstance(summary, str) and summary.strip() else ""
+    content_html = content_html or summary_html
+    summary_html = summary_html or content_html
+    text = _collapse(content_text) if content_text.strip() else _text_of(content_html)
+
+    published, updated, from_fetch = _dates(
+        _from_string(item.get("date_published")), _from_string(item.get("date_modified")), ctx
+    )
+    tags = item.get("tags")
+    categories = (
+        _dedup(_plain(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    )
+
+    enclosures: dict[str, Enclosure] = {}
+    attachments = item.get("attachments")
+    for att in attachments if isinstance(attachments, list) else []:
+        if not isinstance(att, dict):
+            continue
+        href = ctx.absolute(att.get("url"))
+        mime = att.get("mime_type")
+        if href and href not in enclosures:
+            enclosures[href] = Enclosure(
+                href,
+                mime.strip() if isinstance(mime, str) and mime.strip() else None,
+                _int_or_none(att.get("size_in_bytes")),
+            )
+
+    return ParsedEntry(
+        guid=guid or None,
+        # external_url points at someone else's page (a linkblog's subject): it is only
+        # the link when the item has no page of its own.
+        link=ctx.absolute(item.get("url")) or ctx.absolute(item.get("external_url")),
+        title=_plain(item.get("title")),
+        summary_html=summary_html,
+        content_html=content_html,
+        text=text,
+        authors=_json_authors(item) or feed_authors,
+        published=published,
+        updated=updated,
+        date_from_fetch=from_fetch,
+        categories=categories,
+        enclosures=tuple(enclosures.values()),
+    )

@@ -1,0 +1,126 @@
+"""The running aggregator: configuration, store, poller and scheduler wired together.
+
+``Aggregator`` is what serve.py, the CLI and the web app share. It holds no request or
+feed logic of its own: it builds the stages from feeds.yaml and starts or stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage import Repository, open_repository
+
+from . import USER_AGENT
+from .config import Config, FeedConfig, database_url, load_config
+from .fetch import FetchLimits, make_client
+from .pipeline import PollContext, poll_feed
+from .schedule import PollScheduler
+from .tag import Tagger
+from .types import FeedSpec, PollResult
+
+log = logging.getLogger("aggregator.service")
+
+
+class Aggregator:
+    def __init__(self, config: Config, config_path: str | os.PathLike[str], repo: Repository):
+        self.config = config
+        self.config_path = Path(config_path)
+        self.repo = repo
+        self.tagger = Tagger(config.topics, config.category_synonyms)
+        self._ctx: PollContext | None = None
+        self._scheduler: PollScheduler | None = None
+        self.repo.sync_feeds([_spec(f) for f in config.feeds])
+
+    @classmethod
+    def from_file(cls, config_path: str | os.PathLike[str]) -> Aggregator:
+        """Load and validate feeds.yaml (ConfigError if bad), open and migrate the store."""
+        config = load_config(config_path)
+        repo = open_repository(database_url(config, config_path))
+        return cls(config, config_path, repo)
+
+    @property
+    def limits(self) -> FetchLimits:
+        s = self.config.settings
+        return FetchLimits(
+            timeout=s.fetch_timeout.total_seconds(),
+            max_body_bytes=s.max_body_bytes,
+            user_agent=s.user_agent or USER_AGENT,
+        )
+
+    def _context(self) -> PollContext:
+        if self._ctx is None:
+            s = self.config.settings
+            self._ctx = PollContext(
+                repo=self.repo,
+                client=make_client(self.limits, max_connections=s.max_concurrency * 2),
+                tagger=self.tagger,
+                limits=self.limits,
+                concurrency=s.max_concurrency,
+            )
+        return self._ctx
+
+    def enabled_feeds(self) -> list[FeedConfig]:
+        return [f for f in self.config.feeds if f.enabled]
+
+    async def poll(self, url: str) -> PollResult:
+        feed = self.config.feed(url)
+        tags = feed.tags if feed else ()
+        interval = self.config.interval_for(feed) if feed else self.config.settings.default_interval
+        return await poll_feed(self._context(), url, tags, interval)
+
+    async def _scheduled_poll(self, url: str) -> datetime | None:
+        await self.poll(url)
+        state = await asyncio.to_thread(self.repo.feed_state, url)
+        return state.next_poll_at if state else None
+
+    async def poll_all(
+        self, urls: list[str] | None = None, on_done: Callable[[PollResult], None] | None = None
+    ) -> list[PollResult]:
+        """Poll the given (default: every enabled) feed now, concurrently."""
+        targets = urls if urls is not None else [f.url for f in self.enabled_feeds()]
+
+        async def one(url: str) -> PollResult:
+            result = await self.poll(url)
+            if on_done:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(one(u) for u in targets)))
+
+    def start_polling(self) -> None:
+        """Schedule every enabled feed (resuming stored next-poll times) and start."""
+        self._scheduler = PollScheduler(self._scheduled_poll)
+        states = self.repo.feed_states()
+        self._scheduler.schedule(
+            [
+                (
+                    f.url,
+                    self.config.interval_for(f),
+                    states[f.url].next_poll_at if f.url in states else None,
+                )
+                for f in self.enabled_feeds()
+            ],
+            now=datetime.now(UTC),
+        )
+        self._scheduler.start()
+        log.info("polling feeds=%d", len(self.enabled_feeds()))
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+            self._scheduler = None
+        if self._ctx is not None:
+            await self._ctx.client.aclose()
+            self._ctx = None
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+def _spec(f: FeedConfig) -> FeedSpec:
+    return FeedSpec(url=f.url, title=f.title, tags=f.tags, enabled=f.enabled)

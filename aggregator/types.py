@@ -1,0 +1,188 @@
+"""Plain typed values that pass between pipeline stages.
+
+Frozen dataclasses for domain objects, NamedTuples for stage outputs. ORM rows,
+``FeedParserDict`` and ``httpx.Response`` never leave their own module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, NamedTuple
+
+
+class Fetched(NamedTuple):
+    """What fetch.py returns for a 200 response."""
+
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    status: int
+    content: bytes
+    headers: dict[str, str]  # lower-cased names
+    etag: str | None
+    last_modified: str | None
+    elapsed_ms: int
+
+
+class Enclosure(NamedTuple):
+    url: str
+    type: str | None
+    length: int | None
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """One feed item, normalised. Dates are timezone-aware UTC."""
+
+    guid: str | None  # <guid>, <id>, JSON Feed "id"; None when the feed gives none
+    link: str | None  # absolute URL as given by the feed (not yet canonicalised)
+    title: str  # plain text
+    summary_html: str  # sanitised HTML
+    content_html: str  # sanitised HTML; may equal summary_html when the feed has only one
+    text: str  # plain text of content (or summary), whitespace collapsed
+    authors: tuple[str, ...]
+    published: datetime
+    updated: datetime
+    date_from_fetch: bool  # True when the feed gave no date and we used the fetch time
+    categories: tuple[str, ...]  # the item's own categories, as given
+    enclosures: tuple[Enclosure, ...] = ()
+    orig_link: str | None = None  # feedburner:origLink or similar, when the feed gives one
+
+
+class ParsedFeed(NamedTuple):
+    """What parse.py returns."""
+
+    title: str
+    link: str | None
+    language: str | None
+    entries: list[ParsedEntry]
+    warnings: list[str]  # entries skipped, survivable bozo kinds
+
+
+class TopicTag(NamedTuple):
+    """A topic given to an entry, with why it was given."""
+
+    topic: str  # topic slug
+    reason: str  # e.g. 'category "foreign relations"', 'keyword "embassy" in title'
+
+
+EntryAction = Literal["new", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class EntryIntent:
+    """What dedup decided for one parsed entry of one feed."""
+
+    identity: str  # the entry's identity within its feed
+    content_hash: str
+    canonical_url: str | None
+    action: EntryAction
+    entry: ParsedEntry
+    tags: tuple[TopicTag, ...] = field(default=())
+
+
+class PollCounts(NamedTuple):
+    new: int
+    updated: int
+    unchanged: int
+
+
+PollStatus = Literal["ok", "not_modified", "error"]
+
+
+class PollResult(NamedTuple):
+    """The recorded outcome of one poll of one feed."""
+
+    feed_url: str
+    status: PollStatus
+    http_status: int | None
+    error: str | None
+    new: int
+    updated: int
+    unchanged: int
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class StorySource:
+    """One entry of a story, as published: which feed carried it and where."""
+
+    feed_title: str
+    feed_url: str
+    title: str
+    link: str | None
+
+
+@dataclass(frozen=True)
+class StoryItem:
+    """A story as the publisher sees it: one item in a topic feed."""
+
+    uid: str  # stable forever; the published item id is derived from it
+    title: str
+    link: str | None
+    summary_html: str
+    content_html: str
+    text: str
+    authors: tuple[str, ...]
+    published: datetime
+    updated: datetime
+    topics: tuple[str, ...]
+    categories: tuple[str, ...]
+    enclosures: tuple[Enclosure, ...]
+    sources: tuple[StorySource, ...]  # the first is the one headline and link come from
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    slug: str
+    name: str
+    description: str
+
+
+class FeedSpec(NamedTuple):
+    """A feed as configured, the part the store keeps (from feeds.yaml)."""
+
+    url: str
+    title: str | None
+    tags: tuple[str, ...]
+    enabled: bool
+
+
+class FeedState(NamedTuple):
+    """What a poll needs to know about a feed from the store."""
+
+    url: str
+    title: str
+    tags: tuple[str, ...]
+    etag: str | None
+    last_modified: str | None
+    consecutive_errors: int
+    next_poll_at: datetime | None
+
+
+class FeedHealth(NamedTuple):
+    url: str
+    title: str
+    enabled: bool
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_status: str | None
+    last_http_status: int | None
+    last_error: str | None
+    consecutive_errors: int
+    next_poll_at: datetime | None
+    entries: int
+    items_per_day: float  # new entries per day over the last 7 days
+
+
+class PollSave(NamedTuple):
+    """Everything one poll writes, saved in one transaction."""
+
+    result: PollResult
+    started_at: datetime
+    intents: tuple[EntryIntent, ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    feed_title: str | None = None  # the feed's own title, when it was parsed
+    site_url: str | None = None
+    next_poll_at: datetime | None = None

@@ -1,0 +1,497 @@
+"""Every query the rest of the aggregator needs, named after what the caller wants.
+
+Callers pass and receive the plain values of ``aggregator.types``; ORM rows never leave
+this module. Every SQLAlchemy error is wrapped in ``StorageError``.
+
+On SQLite the store runs in WAL mode with a busy timeout, so readers (the web process)
+never wait for a poll being saved, and write transactions start with ``BEGIN IMMEDIATE``
+so two writers queue on the lock instead of failing on an upgrade deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from aggregator.exceptions import StorageError
+from aggregator.types import (
+    Enclosure,
+    EntryIntent,
+    FeedHealth,
+    FeedSpec,
+    FeedState,
+    PollCounts,
+    PollSave,
+    StoryItem,
+    StorySource,
+)
+
+from .models import EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def story_uid(feed_url: str, identity: str) -> str:
+    """The story uid made by an entry: deterministic, so a doubled save cannot make two."""
+    return hashlib.sha256(f"{feed_url}\0{identity}".encode()).hexdigest()[:32]
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, immediate: bool = False) -> Engine:
+    """An engine for ``url``; on SQLite, WAL + busy timeout (+ BEGIN IMMEDIATE for writers)."""
+    if not _is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True, future=True)
+    if "///" in url and ":memory:" not in url:
+        Path(url.split("///", 1)[1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def migrate(url: str) -> None:
+    """Bring the schema up to date with Alembic (storage/migrations)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = make_engine(url, immediate=True)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as e:
+        raise StorageError(f"migrating the database failed: {e}") from e
+    finally:
+        engine.dispose()
+
+
+def open_repository(url: str, *, run_migrations: bool = True) -> Repository:
+    if run_migrations:
+        migrate(url)
+    return Repository(url)
+
+
+class Repository:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._read = make_engine(url)
+        self._write = make_engine(url, immediate=True) if _is_sqlite(url) else self._read
+        self._read_session = sessionmaker(self._read, expire_on_commit=False)
+        self._write_session = sessionmaker(self._write, expire_on_commit=False)
+        # SQLite has one writer; queueing in-process is cheaper than spinning on the lock.
+        self._write_lock = threading.Lock() if _is_sqlite(url) else None
+
+    def close(self) -> None:
+        self._read.dispose()
+        if self._write is not self._read:
+            self._write.dispose()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        try:
+            with self._read_session() as s:
+                yield s
+        except SQLAlchemyError as e:
+            raise StorageError(f"database read failed: {e}") from e
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        lock = self._write_lock
+        if lock:
+            lock.acquire()
+        try:
+            with self._write_session.begin() as s:
+                yield s
+        except SQLAlchemyError as e:
+            raise StorageError(f"database write failed: {e}") from e
+        finally:
+            if lock:
+                lock.release()
+
+    # -- health ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._reading() as s:
+            s.execute(select(1))
+
+    # -- feeds ----------------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[FeedSpec]) -> None:
+        """Make the feeds table follow feeds.yaml; feeds no longer listed are disabled, kept."""
+        wanted = {f.url: f for f in feeds}
+        with self._writing() as s:
+            rows = {r.url: r for r in s.scalars(select(FeedRow))}
+            for url, spec in wanted.items():
+                row = rows.get(url)
+                if row is None:
+                    row = FeedRow(url=url, title=spec.title or "", consecutive_errors=0)
+                    s.add(row)
+                elif spec.title:
+                    row.title = spec.title
+                row.tags = list(spec.tags)
+                row.enabled = spec.enabled
+            for url, row in rows.items():
+                if url not in wanted:
+                    row.enabled = False
+
+    def feed_state(self, url: str) -> FeedState | None:
+        with self._reading() as s:
+            row = s.scalar(select(FeedRow).where(FeedRow.url == url))
+            if row is None:
+                return None
+            return FeedState(
+                url=row.url,
+                title=row.title,
+                tags=tuple(row.tags or ()),
+                etag=row.etag,
+                last_modified=row.last_modified,
+                consecutive_errors=row.consecutive_errors,
+                next_poll_at=row.next_poll_at,
+            )
+
+    def feed_states(self) -> dict[str, FeedState]:
+        with self._reading() as s:
+            return {
+                r.url: FeedState(
+                    r.url,
+                    r.title,
+                    tuple(r.tags or ()),
+                    r.etag,
+                    r.last_modified,
+                    r.consecutive_errors,
+                    r.next_poll_at,
+                )
+                for r in s.scalars(select(FeedRow))
+            }
+
+    def feed_health(self, now: datetime | None = None) -> list[FeedHealth]:
+        now = now or datetime.now(UTC)
+        week_ago = now - timedelta(days=7)
+        with self._reading() as s:
+            totals = dict(
+                s.execute(select(EntryRow.feed_id, func.count()).group_by(EntryRow.feed_id)).all()
+            )
+            recent = dict(
+                s.execute(
+                    select(EntryRow.feed_id, func.count())
+                    .where(EntryRow.first_seen_at >= week_ago)
+                    .group_by(EntryRow.feed_id)
+                ).all()
+            )
+            return [
+                FeedHealth(
+                    url=r.url,
+                    title=r.title,
+                    enabled=r.enabled,
+                    last_attempt_at=r.last_attempt_at,
+                    last_success_at=r.last_success_at,
+                    last_status=r.last_status,
+                    last_http_status=r.last_http_status,
+                    last_error=r.last_error,
+                    consecutive_errors=r.consecutive_errors,
+                    next_poll_at=r.next_poll_at,
+                    entries=int(totals.get(r.id, 0)),
+                    items_per_day=round(int(recent.get(r.id, 0)) / 7, 2),
+                )
+                for r in s.scalars(select(FeedRow).order_by(FeedRow.id))
+            ]
+
+    # -- entries --------------------------------------------------------------------------
+
+    def entry_hashes(self, feed_url: str, identities: Sequence[str]) -> dict[str, str]:
+        """identity -> content hash, for the given identities already stored for the feed."""
+        out: dict[str, str] = {}
+        with self._reading() as s:
+            feed_id = s.scalar(select(FeedRow.id).where(FeedRow.url == feed_url))
+            if feed_id is None:
+                return out
+            ids = list(dict.fromkeys(identities))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = select(EntryRow.identity, EntryRow.content_hash).where(
+                    EntryRow.feed_id == feed_id, EntryRow.identity.in_(chunk)
+                )
+                out.update({k: v for k, v in s.execute(q).tuples()})
+        return out
+
+    def count_entries(self, feed_url: str | None = None) -> int:
+        with self._reading() as s:
+            q = select(func.count()).select_from(EntryRow)
+            if feed_url is not None:
+                q = q.join(FeedRow).where(FeedRow.url == feed_url)
+            return int(s.scalar(q) or 0)
+
+    def count_stories(self) -> int:
+        with self._reading() as s:
+            return int(s.scalar(select(func.count()).select_from(StoryRow)) or 0)
+
+    # -- polls ----------------------------------------------------------------------------
+
+    def save_poll(self, feed_url: str, save: PollSave) -> PollCounts:
+        """Record one poll and everything it found, in one transaction."""
+        result = save.result
+        with self._writing() as s:
+            feed = s.scalar(select(FeedRow).where(FeedRow.url == feed_url))
+            if feed is None:
+                feed = FeedRow(url=feed_url, title="", tags=[], enabled=True, consecutive_errors=0)
+                s.add(feed)
+                s.flush()
+            counts = self._save_intents(s, feed, save.intents, save.started_at)
+            feed.last_attempt_at = save.started_at
+            feed.last_status = result.status
+            feed.last_http_status = result.http_status
+            feed.next_poll_at = save.next_poll_at
+            if result.status == "error":
+                feed.last_error = result.error
+                feed.consecutive_errors = (feed.consecutive_errors or 0) + 1
+            else:
+                feed.last_error = None
+                feed.consecutive_errors = 0
+                feed.last_success_at = save.started_at
+            if result.status == "ok":
+                feed.etag = save.etag
+                feed.last_modified = save.last_modified
+            if save.feed_title and not feed.title:
+                feed.title = save.feed_title
+            if save.site_url:
+                feed.site_url = save.site_url
+            s.add(
+                PollRow(
+                    feed_id=feed.id,
+                    started_at=save.started_at,
+                    status=result.status,
+                    http_status=result.http_status,
+                    error=result.error,
+                    new=counts.new,
+                    updated=counts.updated,
+                    unchanged=counts.unchanged,
+                    elapsed_ms=result.elapsed_ms,
+                )
+            )
+        return counts
+
+    def _save_intents(
+        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+    ) -> PollCounts:
+        new = updated = unchanged = 0
+        rows = {}
+        idents = [i.identity for i in intents]
+        for i in range(0, len(idents), 500):
+            q = select(EntryRow).where(
+                EntryRow.feed_id == feed.id, EntryRow.identity.in_(idents[i : i + 500])
+            )
+            rows.update({r.identity: r for r in s.scalars(q)})
+        for intent in intents:
+            row = rows.get(intent.identity)
+            if row is None:
+                row = self._insert_entry(s, feed, intent, now)
+                rows[intent.identity] = row
+                new += 1
+            elif row.content_hash != intent.content_hash:
+                self._update_entry(s, row, intent, now)
+                updated += 1
+            else:
+                row.last_seen_at = now
+                unchanged += 1
+        return PollCounts(new, updated, unchanged)
+
+    def _story_for(self, s: Session, feed: FeedRow, intent: EntryIntent, now: datetime) -> StoryRow:
+        if intent.canonical_url:
+            story = s.scalar(select(StoryRow).where(StoryRow.canonical_url == intent.canonical_url))
+            if story is not None:
+                return story
+        e = intent.entry
+        story = StoryRow(
+            uid=story_uid(feed.url, intent.identity),
+            canonical_url=intent.canonical_url,
+            published=e.published,
+            updated=e.updated,
+            created_at=now,
+        )
+        # A savepoint, so that losing a race for the same canonical URL (another process
+        # saved it first) joins that story instead of failing the whole poll.
+        try:
+            with s.begin_nested():
+                s.add(story)
+        except IntegrityError:
+            found = s.scalar(
+                select(StoryRow).where(
+                    (StoryRow.canonical_url == intent.canonical_url) | (StoryRow.uid == story.uid)
+                )
+            )
+            if found is None:
+                raise
+            return found
+        return story
+
+    def _insert_entry(
+        self, s: Session, feed: FeedRow, intent: EntryIntent, now: datetime
+    ) -> EntryRow:
+        story = self._story_for(s, feed, intent, now)
+        row = EntryRow(
+            feed_id=feed.id,
+            story_id=story.id,
+            identity=intent.identity,
+            first_seen_at=now,
+        )
+        self._fill_entry(row, intent, now)
+        row.tags = [EntryTagRow(topic=t.topic, reason=t.reason) for t in intent.tags]
+        s.add(row)
+        if intent.entry.updated > story.updated:
+            story.updated = intent.entry.updated
+        return row
+
+    def _update_entry(self, s: Session, row: EntryRow, intent: EntryIntent, now: datetime) -> None:
+        first_published = row.published
+        self._fill_entry(row, intent, now)
+        # An edit is not a new article: keep the date it was first published under.
+        row.published = first_published
+        if not intent.entry.date_from_fetch and intent.entry.updated > now - timedelta(days=1):
+            row.updated = max(intent.entry.updated, first_published)
+        else:
+            row.updated = now
+        old = {t.topic: t for t in row.tags}
+        wanted = {t.topic: t.reason for t in intent.tags}
+        for topic, tag in old.items():
+            if topic not in wanted:
+                row.tags.remove(tag)
+            else:
+                tag.reason = wanted[topic]
+        for topic, reason in wanted.items():
+            if topic not in old:
+                row.tags.append(EntryTagRow(topic=topic, reason=reason))
+        s.execute(
+            update(StoryRow)
+            .where(StoryRow.id == row.story_id, StoryRow.updated < row.updated)
+            .values(updated=row.updated)
+        )
+
+    @staticmethod
+    def _fill_entry(row: EntryRow, intent: EntryIntent, now: datetime) -> None:
+        e = intent.entry
+        row.content_hash = intent.content_hash
+        row.guid = e.guid
+        row.link = e.link
+        row.canonical_url = intent.canonical_url
+        row.title = e.title
+        row.summary_html = e.summary_html
+        row.content_html = e.content_html
+        row.text = e.text
+        row.authors = list(e.authors)
+        row.categories = list(e.categories)
+        row.enclosures = [enc._asdict() for enc in e.enclosures]
+        row.published = e.published
+        row.updated = e.updated
+        row.date_from_fetch = e.date_from_fetch
+        row.last_seen_at = now
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def topic_items(self, topic: str, limit: int) -> list[StoryItem]:
+        """The newest ``limit`` stories with an entry tagged ``topic``, newest first."""
+        tagged = (
+            select(EntryRow.story_id)
+            .join(EntryTagRow, EntryTagRow.entry_id == EntryRow.id)
+            .where(EntryTagRow.topic == topic)
+        )
+        q = (
+            select(StoryRow)
+            .where(StoryRow.id.in_(tagged))
+            .order_by(StoryRow.published.desc(), StoryRow.id.desc())
+            .limit(limit)
+            .options(
+                selectinload(StoryRow.entries).selectinload(EntryRow.tags),
+                selectinload(StoryRow.entries).selectinload(EntryRow.feed),
+            )
+        )
+        with self._reading() as s:
+            return [_story_item(story) for story in s.scalars(q)]
+
+    def topic_version(self, topic: str) -> tuple[int, datetime | None]:
+        """(number of tagged entries, newest change): cheap, changes when the topic does."""
+        q = (
+            select(func.count(), func.max(EntryRow.last_seen_at), func.max(EntryRow.updated))
+            .select_from(EntryTagRow)
+            .join(EntryRow, EntryTagRow.entry_id == EntryRow.id)
+            .where(EntryTagRow.topic == topic)
+        )
+        with self._reading() as s:
+            count, _seen, newest = s.execute(q).one()
+            return int(count or 0), newest
+
+    def topic_counts(self) -> dict[str, int]:
+        """topic slug -> number of stories carrying it."""
+        q = (
+            select(EntryTagRow.topic, func.count(func.distinct(EntryRow.story_id)))
+            .join(EntryRow, EntryTagRow.entry_id == EntryRow.id)
+            .group_by(EntryTagRow.topic)
+        )
+        with self._reading() as s:
+            return {t: int(n) for t, n in s.execute(q).tuples()}
+
+
+def _story_item(story: StoryRow) -> StoryItem:
+    entries = sorted(story.entries, key=lambda e: (e.first_seen_at, e.id))
+    lead = entries[0]
+    topics = list(dict.fromkeys(t.topic for e in entries for t in sorted(e.tags, key=_tag_key)))
+    categories = list(dict.fromkeys(c for e in entries for c in e.categories))
+    return StoryItem(
+        uid=story.uid,
+        title=lead.title,
+        link=lead.link,
+        summary_html=lead.summary_html,
+        content_html=lead.content_html,
+        text=lead.text,
+        authors=tuple(lead.authors),
+        published=story.published,
+        updated=max(story.updated, story.published),
+        topics=tuple(topics),
+        categories=tuple(categories),
+        enclosures=tuple(
+            Enclosure(d.get("url", ""), d.get("type"), d.get("length"))
+            for d in lead.enclosures
+            if d.get("url")
+        ),
+        sources=tuple(
+            StorySource(
+                feed_title=e.feed.title or e.feed.url,
+                feed_url=e.feed.url,
+                title=e.title,
+                link=e.link,
+            )
+            for e in entries
+        ),
+    )
+
+
+def _tag_key(tag: EntryTagRow) -> str:
+    return tag.topic

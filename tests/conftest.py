@@ -1,0 +1,119 @@
+"""Shared fixtures: a real HTTP server on 127.0.0.1 serving feed files, temp stores."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+FEEDS = Path(__file__).parent / "data" / "feeds"
+
+
+@dataclass
+class Route:
+    body: bytes
+    content_type: str = "application/rss+xml; charset=utf-8"
+    status: int = 200
+    conditional: bool = True  # honour If-None-Match / If-Modified-Since
+    last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha1(self.body).hexdigest() + '"'
+
+
+class FeedServer:
+    """A real threaded HTTP server; tests change routes while it runs."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                with server._lock:
+                    server.requests.append((self.path, dict(self.headers.items())))
+                    route = server.routes.get(self.path)
+                if route is None:
+                    self._send(404, b"not found", "text/plain")
+                    return
+                if route.status != 200:
+                    self._send(route.status, b"error", "text/plain")
+                    return
+                if route.conditional and (
+                    self.headers.get("If-None-Match") == route.etag
+                    or (
+                        self.headers.get("If-None-Match") is None
+                        and self.headers.get("If-Modified-Since") == route.last_modified
+                    )
+                ):
+                    self.send_response(304)
+                    self.send_header("ETag", route.etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                extra = {}
+                if route.conditional:
+                    extra = {"ETag": route.etag, "Last-Modified": route.last_modified}
+                self._send(200, route.body, route.content_type, extra)
+
+            def _send(
+                self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, path: str, body: bytes | str, **kw: object) -> str:
+        if isinstance(body, str):
+            body = body.encode()
+        self.routes[path] = Route(body=body, **kw)  # type: ignore[arg-type]
+        return self.url(path)
+
+    def serve_file(self, path: str, name: str, **kw: object) -> str:
+        return self.serve(path, (FEEDS / name).read_bytes(), **kw)
+
+    def hits(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for p, _ in self.requests if p == path)
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    srv = FeedServer()
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"

@@ -1,0 +1,45 @@
+"""The docs stay true: every feeds.yaml key and every CLI command is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from aggregator.cli import app
+from aggregator.config import Config, FeedConfig, Settings, TopicConfig, TopicRules
+
+ROOT = Path(__file__).parent.parent
+
+
+def documented_keys() -> set[str]:
+    text = (ROOT / "docs" / "feeds-yaml.md").read_text()
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE)) | set(
+        re.findall(r"^## `([a-z_]+)`", text, re.MULTILINE)
+    )
+
+
+def test_every_feeds_yaml_key_is_documented() -> None:
+    models: list[type[BaseModel]] = [Config, Settings, FeedConfig, TopicConfig, TopicRules]
+    keys = {name for m in models for name in m.model_fields}
+    missing = keys - documented_keys()
+    assert not missing, f"document these feeds.yaml keys in docs/feeds-yaml.md: {missing}"
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = [
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    ]
+    assert commands
+    for name in commands:
+        assert f"aggregator {name}" in readme, f"README does not show `aggregator {name}`"
+
+
+def test_readme_quick_start_has_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert re.findall(r"^make (\w+)", quick, re.MULTILINE) == ["run", "test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci

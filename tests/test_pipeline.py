@@ -1,0 +1,192 @@
+"""The real pipeline against a real local HTTP server and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from builders import Item, config_yaml, news_items, rss
+from conftest import FeedServer
+
+from aggregator.service import Aggregator
+from aggregator.types import PollResult
+
+
+def make_agg(tmp_path: Path, db_url: str, feeds: list[dict[str, object]]) -> Aggregator:
+    path = tmp_path / "feeds.yaml"
+    path.write_text(config_yaml(feeds, database_url=db_url))
+    return Aggregator.from_file(path)
+
+
+def poll_all(agg: Aggregator) -> dict[str, PollResult]:
+    async def run() -> list[PollResult]:
+        try:
+            return await agg.poll_all()
+        finally:
+            await agg.stop()
+
+    return {r.feed_url: r for r in asyncio.run(run())}
+
+
+REAL_FEEDS = [
+    ("/bbc.rss", "bbc_world.rss", "application/rss+xml"),
+    ("/guardian.rss", "guardian_politics.rss", "application/rss+xml; charset=utf-8"),
+    ("/verge.atom", "verge_tech.atom", "application/atom+xml"),
+    ("/dw.rdf", "dw_rdf.rdf", "application/rdf+xml"),
+    ("/npr.json", "npr_news.json", "application/feed+json"),
+    ("/colombia.rss", "colombia_usa.rss", "application/rss+xml"),
+]
+
+
+@pytest.fixture
+def served(feed_server: FeedServer) -> dict[str, str]:
+    urls = {
+        name: feed_server.serve_file(path, name, content_type=ctype)
+        for path, name, ctype in REAL_FEEDS
+    }
+    urls["500"] = feed_server.serve("/error.rss", b"", status=500)
+    urls["garbage"] = feed_server.serve_file(
+        "/garbage.rss", "garbage.bin", content_type="application/rss+xml"
+    )
+    urls["html"] = feed_server.serve_file("/page", "not_a_feed.html", content_type="text/html")
+    return urls
+
+
+def test_poll_stores_every_feed_and_records_failures(
+    tmp_path: Path, db_url: str, served: dict[str, str]
+) -> None:
+    agg = make_agg(tmp_path, db_url, [{"url": u} for u in served.values()])
+    results = poll_all(agg)
+
+    for _, name, _ in REAL_FEEDS:
+        r = results[served[name]]
+        assert r.status == "ok", (name, r)
+        assert r.new >= 20, (name, r)
+        assert agg.repo.count_entries(served[name]) == r.new
+    for bad in ("500", "garbage", "html"):
+        assert results[served[bad]].status == "error"
+        assert results[served[bad]].error
+    assert results[served["500"]].http_status == 500
+    assert "500" in (results[served["500"]].error or "")
+
+    health = {h.url: h for h in agg.repo.feed_health()}
+    assert health[served["500"]].consecutive_errors == 1
+    assert health[served["500"]].last_error
+    assert health[served["bbc_world.rss"]].last_success_at is not None
+    assert health[served["bbc_world.rss"]].next_poll_at is not None
+    agg.close()
+
+
+def test_repeated_polls_store_nothing_twice(
+    tmp_path: Path, db_url: str, served: dict[str, str], feed_server: FeedServer
+) -> None:
+    agg = make_agg(tmp_path, db_url, [{"url": served[name]} for _, name, _ in REAL_FEEDS])
+    poll_all(agg)
+    total = agg.repo.count_entries()
+    stories = agg.repo.count_stories()
+
+    second = poll_all(agg)
+    # The server honours If-None-Match: every feed answers 304 and nothing is stored.
+    assert {r.status for r in second.values()} == {"not_modified"}
+    assert agg.repo.count_entries() == total
+    assert agg.repo.count_stories() == stories
+    _path, headers = feed_server.requests[-1]
+    assert headers.get("If-None-Match", "").startswith('"')
+    agg.close()
+
+
+def test_server_without_validators_gets_unchanged_not_duplicates(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    url = feed_server.serve("/plain.rss", rss(news_items(25)), conditional=False)
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    first = poll_all(agg)[url]
+    assert (first.status, first.new) == ("ok", 25)
+    again = poll_all(agg)[url]
+    assert (again.status, again.new, again.updated, again.unchanged) == ("ok", 0, 0, 25)
+    assert agg.repo.count_entries() == 25
+    agg.close()
+
+
+def test_changed_item_is_updated_not_duplicated(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    items = news_items(22)
+    url = feed_server.serve("/news.rss", rss(items))
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    poll_all(agg)
+    before = {i.uid: i for i in agg.repo.topic_items("business", 50)}
+
+    items[0].title = "Markets rally as central bank holds rates (updated)"
+    items[0].description = "&lt;p&gt;Corrected figures.&lt;/p&gt;"
+    feed_server.serve("/news.rss", rss(items))
+    r = poll_all(agg)[url]
+    assert (r.status, r.new, r.updated, r.unchanged) == ("ok", 0, 1, 21)
+    assert agg.repo.count_entries() == 22
+
+    after = {i.uid: i for i in agg.repo.topic_items("business", 50)}
+    assert after.keys() == before.keys()  # the story keeps its id
+    changed = [i for i in after.values() if "(updated)" in i.title]
+    assert len(changed) == 1
+    assert "Corrected figures" in changed[0].content_html
+    assert changed[0].updated > before[changed[0].uid].updated
+    agg.close()
+
+
+def test_same_canonical_url_in_two_feeds_is_one_story(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    shared = Item(
+        title="Leaders agree ceasefire talks in Geneva",
+        link="https://wire.example.org/world/geneva-talks?utm_source=a",
+        guid="a-1",
+        categories=["World"],
+    )
+    other = Item(
+        title="Ceasefire talks agreed for Geneva",
+        link="http://www.wire.example.org/world/geneva-talks/?utm_campaign=b#top",
+        guid="b-77",
+        categories=["Diplomacy"],
+    )
+    a = feed_server.serve("/a.rss", rss([shared, *news_items(3)], title="Feed A"))
+    b = feed_server.serve("/b.rss", rss([other], title="Feed B"))
+    agg = make_agg(tmp_path, db_url, [{"url": a}, {"url": b}])
+    poll_all(agg)
+    assert agg.repo.count_entries() == 5
+    assert agg.repo.count_stories() == 4
+
+    [story] = [s for s in agg.repo.topic_items("foreign-relations", 50) if "Geneva" in s.title]
+    assert {s.feed_title for s in story.sources} == {"Feed A", "Feed B"}
+    # Topics are the union of the entries' tags: "World" came from feed A only.
+    assert {"world", "foreign-relations"} <= set(story.topics)
+    agg.close()
+
+
+def test_same_guid_for_every_item_falls_back_to_links(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    items = news_items(20)
+    for it in items:
+        it.guid = "https://news.example.com/feed"
+    url = feed_server.serve("/same.rss", rss(items))
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    assert poll_all(agg)[url].new == 20
+    agg.close()
+
+
+def test_failing_feed_keeps_its_entries(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    url = feed_server.serve("/flaky.rss", rss(news_items(21)))
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    poll_all(agg)
+    feed_server.serve("/flaky.rss", b"<rss><channel><item><title>broken", conditional=False)
+    r = poll_all(agg)[url]
+    assert r.status == "error"
+    feed_server.serve("/flaky.rss", b"", status=503)
+    assert poll_all(agg)[url].http_status == 503
+    assert agg.repo.count_entries() == 21
+    [health] = agg.repo.feed_health()
+    assert health.consecutive_errors == 2
+    agg.close()
