@@ -52,6 +52,7 @@ def _setup_logging(verbose: bool = False) -> None:
     if verbose:
         # APScheduler logs every job run at INFO; our own poll line says more.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _load(config: Path) -> Aggregator:

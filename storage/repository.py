@@ -240,7 +240,7 @@ class Repository:
                 q = select(EntryRow.identity, EntryRow.content_hash).where(
                     EntryRow.feed_id == feed_id, EntryRow.identity.in_(chunk)
                 )
-                out.update({k: v for k, v in s.execute(q).tuples()})
+                out.update({k: v for k, v in s.execute(q).all()})
         return out
 
     def count_entries(self, feed_url: str | None = None) -> int:
@@ -371,14 +371,13 @@ class Repository:
         return row
 
     def _update_entry(self, s: Session, row: EntryRow, intent: EntryIntent, now: datetime) -> None:
-        first_published = row.published
+        first_published, last_updated = row.published, row.updated
         self._fill_entry(row, intent, now)
         # An edit is not a new article: keep the date it was first published under.
         row.published = first_published
-        if not intent.entry.date_from_fetch and intent.entry.updated > now - timedelta(days=1):
-            row.updated = max(intent.entry.updated, first_published)
-        else:
-            row.updated = now
+        # The feed's own update time when it moved forward; else the edit is dated when seen.
+        given = intent.entry.updated
+        row.updated = given if not intent.entry.date_from_fetch and given > last_updated else now
         old = {t.topic: t for t in row.tags}
         wanted = {t.topic: t.reason for t in intent.tags}
         for topic, tag in old.items():
@@ -456,7 +455,7 @@ class Repository:
             .group_by(EntryTagRow.topic)
         )
         with self._reading() as s:
-            return {t: int(n) for t, n in s.execute(q).tuples()}
+            return {t: int(n) for t, n in s.execute(q).all()}
 
 
 def _story_item(story: StoryRow) -> StoryItem:
