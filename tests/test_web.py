@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from conftest import FeedServer
+from test_cli import free_port
 from test_pipeline import make_agg, poll_all
 
 from aggregator.service import Aggregator
@@ -119,14 +119,8 @@ def test_topics_list_and_errors(agg: Aggregator) -> None:
     assert 'rel="alternate"' in home.text and "/topics/politics.rss" in home.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_served_over_a_real_socket(agg: Aggregator) -> None:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(agg, poll=False), host="127.0.0.1", port=port, log_level="error")
     )
