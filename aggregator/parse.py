@@ -14,6 +14,7 @@ import io
 import json
 import re
 import time
+import xml.sax
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -323,19 +324,25 @@ def _check_bozo(
     if not result.get("bozo"):
         return
     exc = result.get("bozo_exception")
-    what = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, feedparser.CharacterEncodingOverride | feedparser.NonXMLContentType):
-        ctx.warnings.append(what)
+        ctx.warnings.append(_describe(exc))
         return
     if _is_truncated(exc, content):
         # A cut-off download: the last item is likely incomplete and would be stored as
         # an "update" of the real one. Better to fail this poll and read the next.
-        raise ParseError(f"feed is truncated (the document ends early: {exc})")
+        raise ParseError(f"feed is truncated ({_describe(exc)}); the download was cut short")
     if version and entries:
         # The lenient parser read it; feeds with e.g. an undefined HTML entity are common.
-        ctx.warnings.append(f"feed is not well-formed XML, read leniently ({what})")
+        ctx.warnings.append(f"feed is not well-formed XML ({_describe(exc)}); read leniently")
         return
     raise ParseError(_not_a_feed(content, exc))
+
+
+def _describe(exc: object) -> str:
+    if isinstance(exc, xml.sax.SAXParseException):
+        where = f"line {exc.getLineNumber()}, column {exc.getColumnNumber()}"
+        return f"{exc.getMessage()} at {where}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_truncated(exc: object, content: bytes) -> bool:
@@ -362,7 +369,7 @@ def _not_a_feed(content: bytes, exc: object) -> str:
     if b"\x00" in content[:1024] or not _mostly_text(content[:1024]):
         return "not a feed: the body is binary data"
     if exc is not None:
-        return f"not a feed: could not parse the document ({exc})"
+        return f"not a feed: could not parse the document ({_describe(exc)})"
     return "not a feed: no RSS, Atom or RDF root element and no entries"
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from aggregator.exceptions import StorageError
@@ -302,73 +304,120 @@ class Repository:
     def _save_intents(
         self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
     ) -> PollCounts:
-        new = updated = unchanged = 0
-        rows = {}
+        rows: dict[str, EntryRow] = {}
         idents = [i.identity for i in intents]
-        for i in range(0, len(idents), 500):
-            q = select(EntryRow).where(
-                EntryRow.feed_id == feed.id, EntryRow.identity.in_(idents[i : i + 500])
-            )
+        for chunk in _chunks(idents):
+            q = select(EntryRow).where(EntryRow.feed_id == feed.id, EntryRow.identity.in_(chunk))
             rows.update({r.identity: r for r in s.scalars(q)})
+        fresh = [i for i in intents if i.identity not in rows]
+        updated = unchanged = 0
         for intent in intents:
             row = rows.get(intent.identity)
             if row is None:
-                row = self._insert_entry(s, feed, intent, now)
-                rows[intent.identity] = row
-                new += 1
-            elif row.content_hash != intent.content_hash:
+                continue
+            if row.content_hash != intent.content_hash:
                 self._update_entry(s, row, intent, now)
                 updated += 1
             else:
                 row.last_seen_at = now
                 unchanged += 1
+        s.flush()
+        new = self._insert_entries(s, feed, fresh, now) if fresh else 0
         return PollCounts(new, updated, unchanged)
 
-    def _story_for(self, s: Session, feed: FeedRow, intent: EntryIntent, now: datetime) -> StoryRow:
-        if intent.canonical_url:
-            story = s.scalar(select(StoryRow).where(StoryRow.canonical_url == intent.canonical_url))
-            if story is not None:
-                return story
-        e = intent.entry
-        story = StoryRow(
-            uid=story_uid(feed.url, intent.identity),
-            canonical_url=intent.canonical_url,
-            published=e.published,
-            updated=e.updated,
-            created_at=now,
-        )
-        # A savepoint, so that losing a race for the same canonical URL (another process
-        # saved it first) joins that story instead of failing the whole poll.
-        try:
-            with s.begin_nested():
-                s.add(story)
-        except IntegrityError:
-            found = s.scalar(
-                select(StoryRow).where(
-                    (StoryRow.canonical_url == intent.canonical_url) | (StoryRow.uid == story.uid)
-                )
-            )
-            if found is None:
-                raise
-            return found
-        return story
+    def _insert(self, s: Session, table: Any) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING, so a doubled or racing save is a no-op."""
+        dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            return pg_insert(table).on_conflict_do_nothing()
+        if dialect == "sqlite":
+            return sqlite_insert(table).on_conflict_do_nothing()
+        raise StorageError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
 
-    def _insert_entry(
-        self, s: Session, feed: FeedRow, intent: EntryIntent, now: datetime
-    ) -> EntryRow:
-        story = self._story_for(s, feed, intent, now)
-        row = EntryRow(
-            feed_id=feed.id,
-            story_id=story.id,
-            identity=intent.identity,
-            first_seen_at=now,
-        )
-        self._fill_entry(row, intent, now)
-        row.tags = [EntryTagRow(topic=t.topic, reason=t.reason) for t in intent.tags]
-        s.add(row)
-        if intent.entry.updated > story.updated:
-            story.updated = intent.entry.updated
-        return row
+    def _insert_entries(
+        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+    ) -> int:
+        """Insert new entries in bulk; each joins the story of its canonical URL or starts one."""
+        story_ids = self._stories_for(s, feed, intents, now)
+        values = []
+        for intent in intents:
+            row = EntryRow(feed_id=feed.id, story_id=story_ids[intent.identity])
+            row.identity = intent.identity
+            row.first_seen_at = now
+            self._fill_entry(row, intent, now)
+            values.append(
+                {c.key: getattr(row, c.key) for c in EntryRow.__table__.columns if c.key != "id"}
+            )
+        inserted: dict[str, int] = {}
+        for chunk in _chunks(values, 200):
+            stmt = self._insert(s, EntryRow).returning(EntryRow.id, EntryRow.identity)
+            inserted.update({ident: eid for eid, ident in s.execute(stmt, chunk).all()})
+        tags = [
+            {"entry_id": inserted[i.identity], "topic": t.topic, "reason": t.reason}
+            for i in intents
+            if i.identity in inserted
+            for t in i.tags
+        ]
+        if tags:
+            s.execute(self._insert(s, EntryTagRow), tags)
+        # Stories that an entry of this poll joined are updated when it is newer.
+        for intent in intents:
+            if intent.identity in inserted:
+                s.execute(
+                    update(StoryRow)
+                    .where(
+                        StoryRow.id == story_ids[intent.identity],
+                        StoryRow.updated < intent.entry.updated,
+                    )
+                    .values(updated=intent.entry.updated)
+                    .execution_options(synchronize_session=False)
+                )
+        return len(inserted)
+
+    def _stories_for(
+        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+    ) -> dict[str, int]:
+        """identity -> story id: the story with the entry's canonical URL, else a new one."""
+        urls = list({i.canonical_url for i in intents if i.canonical_url})
+        by_url: dict[str, int] = {}
+        for chunk in _chunks(urls):
+            q = select(StoryRow.canonical_url, StoryRow.id).where(StoryRow.canonical_url.in_(chunk))
+            by_url.update({u: sid for u, sid in s.execute(q).all() if u})
+        creating: dict[str, dict[str, Any]] = {}  # uid -> row values
+        claimed: set[str] = set(by_url)
+        for intent in intents:
+            url = intent.canonical_url
+            if url in claimed:
+                continue
+            if url:
+                claimed.add(url)
+            uid = story_uid(feed.url, intent.identity)
+            creating[uid] = {
+                "uid": uid,
+                "canonical_url": url,
+                "published": intent.entry.published,
+                "updated": intent.entry.updated,
+                "created_at": now,
+            }
+        if creating:
+            # Racing another process for a URL or a uid loses quietly; the lookups below
+            # then find the winner's story.
+            s.execute(self._insert(s, StoryRow), list(creating.values()))
+        missing_urls = [u for u in claimed if u not in by_url]
+        for chunk in _chunks(missing_urls):
+            q = select(StoryRow.canonical_url, StoryRow.id).where(StoryRow.canonical_url.in_(chunk))
+            by_url.update({u: sid for u, sid in s.execute(q).all() if u})
+        by_uid: dict[str, int] = {}
+        for chunk in _chunks(list(creating)):
+            q = select(StoryRow.uid, StoryRow.id).where(StoryRow.uid.in_(chunk))
+            by_uid.update(dict(s.execute(q).all()))
+        out: dict[str, int] = {}
+        for intent in intents:
+            if intent.canonical_url:
+                out[intent.identity] = by_url[intent.canonical_url]
+            else:
+                out[intent.identity] = by_uid[story_uid(feed.url, intent.identity)]
+        return out
 
     def _update_entry(self, s: Session, row: EntryRow, intent: EntryIntent, now: datetime) -> None:
         first_published, last_updated = row.published, row.updated
@@ -494,3 +543,9 @@ def _story_item(story: StoryRow) -> StoryItem:
 
 def _tag_key(tag: EntryTagRow) -> str:
     return tag.topic
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    # Bounded IN lists and VALUES batches: SQLite caps bound parameters per statement.
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
