@@ -26,14 +26,21 @@ COLOMBIA_TITLE_WORDS = ("Colombia", "intelligence")
 @pytest.fixture
 def agg(tmp_path: Path, db_url: str, feed_server: FeedServer) -> Iterator[Aggregator]:
     feeds = [
-        feed_server.serve_file("/colombia.rss", "colombia_usa.rss"),
-        feed_server.serve_file("/bbc.rss", "bbc_world.rss"),
-        feed_server.serve_file(
-            "/verge.atom", "verge_tech.atom", content_type="application/atom+xml"
-        ),
-        feed_server.serve_file("/npr.json", "npr_news.json", content_type="application/feed+json"),
+        {"url": feed_server.serve_file("/colombia.rss", "colombia_usa.rss")},
+        {"url": feed_server.serve_file("/bbc.rss", "bbc_world.rss"), "tags": ["world"]},
+        {
+            "url": feed_server.serve_file(
+                "/verge.atom", "verge_tech.atom", content_type="application/atom+xml"
+            ),
+            "tags": ["technology"],
+        },
+        {
+            "url": feed_server.serve_file(
+                "/npr.json", "npr_news.json", content_type="application/feed+json"
+            )
+        },
     ]
-    a = make_agg(tmp_path, db_url, [{"url": u} for u in feeds])
+    a = make_agg(tmp_path, db_url, feeds)
     poll_all(a)
     yield a
     a.close()
