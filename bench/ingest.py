@@ -69,7 +69,9 @@ def main() -> None:
     for url, body in docs:
         parse(body, url, headers, now)
     ours = time.perf_counter() - t
-    print(f"aggregator parse()           {rate(n_items, ours):>10} items  ({bare / ours:.2f}x bare)")
+    print(
+        f"aggregator parse()           {rate(n_items, ours):>10} items  ({bare / ours:.2f}x bare)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "feeds.yaml"
