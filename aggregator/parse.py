@@ -116,11 +116,8 @@ class _Context:
         """``link`` made absolute against the base; None unless it is an http(s) URL."""
         if not isinstance(link, str) or not link.strip():
             return None
-        try:
-            resolved = urljoin(self.base, link.strip())
-        except ValueError:  # e.g. an invalid IPv6 literal
-            return None
-        return resolved if _is_web_url(resolved) else None
+        resolved = _join(self.base, link.strip())
+        return resolved if resolved and _is_web_url(resolved) else None
 
     def html(self, value: str) -> str:
         return self.cleaner.clean(value).strip()
@@ -144,6 +141,13 @@ def _cleaner(base: str) -> nh3.Cleaner:
         link_rel=LINK_REL,
         url_relative=("rewrite_with_base", base) if base else "pass_through",
     )
+
+
+def _join(base: str, link: str) -> str | None:
+    try:
+        return urljoin(base, link)
+    except ValueError:  # e.g. an invalid IPv6 literal in either
+        return None
 
 
 def _is_web_url(value: str) -> bool:
@@ -280,7 +284,8 @@ def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> P
     fp_headers = dict(headers)
     # feedparser resolves relative URIs against content-location; without it they
     # would stay relative (it never sees the URL we fetched).
-    fp_headers["content-location"] = urljoin(ctx.url, headers.get("content-location", ctx.url))
+    location = _join(ctx.url, headers.get("content-location", "")) or ctx.url
+    fp_headers["content-location"] = location if _is_web_url(location) else ""
     try:
         # A stream, never raw bytes: feedparser tries bytes as a filename first.
         result = feedparser.parse(
