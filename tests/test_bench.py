@@ -1,0 +1,34 @@
+"""Keep the benchmark scripts runnable: each one runs on a tiny input and prints its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        (
+            "ingest.py",
+            ["--feeds", "3", "--items", "5", "--requests", "20"],
+            ["bare feedparser", "ingest first poll", " req "],
+        ),
+    ],
+)
+def test_bench_script_runs(script: str, args: list[str], expected: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    for word in expected:
+        assert word in done.stdout, done.stdout
