@@ -34,6 +34,8 @@ class Aggregator:
         self.tagger = Tagger(config.topics, config.category_synonyms)
         self._ctx: PollContext | None = None
         self._scheduler: PollScheduler | None = None
+        # The errors of the last feeds.yaml edit that was refused (None: the file is in use).
+        self.last_config_error: list[str] | None = None
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
 
     @classmethod

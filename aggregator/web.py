@@ -8,6 +8,8 @@ URL scheme::
     /topics/{slug}.atom       Atom 1.0
     /topics/{slug}.json       JSON Feed 1.1
     /healthz                  200 when the store answers, 503 when it does not
+    /login, /logout           admin session cookie (admin_web.py)
+    /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
 
 Rendered feeds are cached per (topic, format, base URL) and reused while the topic's
 version (a cheap indexed query) is unchanged; ETag is a hash of the bytes, so a 304
@@ -29,11 +31,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import publish
+from . import admin_web, publish
+from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
 from .service import Aggregator
@@ -210,7 +214,10 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/topics", topics),
             Route("/topics/{slug}.{fmt}", topic_feed),
             Route("/healthz", healthz),
+            *admin_web.routes(agg),
         ],
+        # Outermost, so every path under /admin, whoever registers it, needs the admin token.
+        middleware=[Middleware(AdminGuard)],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

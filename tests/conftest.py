@@ -136,3 +136,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
     return cluster.create_database(f"test_{next(_db_counter)}")
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+@pytest.fixture
+def admin_token(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Configure the admin token for this test ($AGGREGATOR_ADMIN_TOKEN) and return it."""
+    monkeypatch.delenv("AGGREGATOR_ADMIN_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("AGGREGATOR_ADMIN_TOKEN", ADMIN_TOKEN)
+    return ADMIN_TOKEN
+
+
+@pytest.fixture
+def admin_headers(admin_token: str) -> dict[str, str]:
+    """Headers that pass the /admin guard: ``client.get("/admin/x", headers=admin_headers)``."""
+    return {"Authorization": f"Bearer {admin_token}"}
