@@ -153,8 +153,27 @@ class TopicConfig(_Strict):
         return v
 
 
+class DedupSettings(_Strict):
+    """How entries from different feeds become one story (see aggregator/dedup.py)."""
+
+    tracking_params: tuple[str, ...] = Field(
+        default=(),
+        description="query parameters to drop from links, besides the built-in list; "
+        "a trailing * makes a prefix (e.g. sc_*)",
+    )
+
+    @field_validator("tracking_params")
+    @classmethod
+    def _params(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(v):
+            if not name.strip() or "*" in name.rstrip("*") or name.strip() == "*":
+                raise ValueError(f"tracking_params[{i}] {name!r}: a parameter name or prefix*")
+        return tuple(n.strip().lower() for n in v)
+
+
 class Config(_Strict):
     settings: Settings = Settings()
+    dedup: DedupSettings = DedupSettings()
     feeds: tuple[FeedConfig, ...] = ()
     topics: tuple[TopicConfig, ...] = ()
     category_synonyms: dict[str, str] = Field(default_factory=dict)

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from .config import DedupSettings
 from .types import EntryAction, EntryIntent, ParsedEntry, TopicTag
 
 # Query parameters that only say where a click came from, never which article it is.
+# feeds.yaml ``dedup.tracking_params`` adds to these (docs/feeds-yaml.md lists them).
 TRACKING_PARAMS = frozenset(
     {
         "fbclid",
@@ -56,24 +60,76 @@ TRACKING_PARAMS = frozenset(
 )
 TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "mtm_", "_hs", "hsa_", "oly_")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 3986 section 6.2.2.2: escapes of unreserved characters mean the character itself.
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def _is_tracking(name: str) -> bool:
-    n = name.lower()
-    return n in TRACKING_PARAMS or n.startswith(TRACKING_PREFIXES)
+@dataclass(frozen=True)
+class Tracking:
+    """Which query parameters to drop: exact names and name prefixes, lower-case."""
+
+    names: frozenset[str] = TRACKING_PARAMS
+    prefixes: tuple[str, ...] = TRACKING_PREFIXES
+
+    @classmethod
+    def with_extra(cls, extra: Iterable[str]) -> Tracking:
+        """The built-in list plus ``extra`` names; a trailing ``*`` makes a prefix."""
+        extra = [e.strip().lower() for e in extra if e.strip()]
+        return cls(
+            names=TRACKING_PARAMS | {e for e in extra if not e.endswith("*")},
+            prefixes=TRACKING_PREFIXES + tuple(e.rstrip("*") for e in extra if e.endswith("*")),
+        )
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        n = name.lower()
+        return n in self.names or n.startswith(self.prefixes)
 
 
-def canonical_url(url: str | None, base: str | None = None) -> str | None:
+DEFAULT_TRACKING = Tracking()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """feeds.yaml ``dedup:`` as the pipeline uses it."""
+
+    tracking: Tracking = DEFAULT_TRACKING
+
+    @classmethod
+    def from_settings(cls, s: DedupSettings) -> Policy:
+        return cls(tracking=Tracking.with_extra(s.tracking_params))
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _normalise_escapes(s: str) -> str:
+    def fix(m: re.Match[str]) -> str:
+        c = chr(int(m.group(1), 16))
+        return c if c in _UNRESERVED else "%" + m.group(1).upper()
+
+    return _ESCAPE.sub(fix, s)
+
+
+def canonical_url(
+    url: str | None, base: str | None = None, tracking: Tracking = DEFAULT_TRACKING
+) -> str | None:
     """A comparison key for an article URL; None for anything that is not http(s).
 
-    Lower-cased host, no scheme distinction (http and https are one article), no default
-    port, no fragment, no tracking parameters, sorted query, no trailing slash.
+    Lower-cased host without ``www.``, no scheme distinction (http and https are one
+    article), no default port, no fragment, no tracking parameters, sorted query, no
+    trailing slash, percent-escapes normalised. The path keeps its case: servers may not.
     """
     if not url or not url.strip():
         return None
     url = url.strip()
     if base:
-        url = urljoin(base, url)
+        try:
+            url = urljoin(base, url)
+        except ValueError:
+            return None
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -85,13 +141,15 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
     host = parts.hostname.lower().rstrip(".")
     if host.startswith("www."):
         host = host[4:]
+    if not host:
+        return None
     if port and port != DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
-    path = parts.path or "/"
+    path = _normalise_escapes(parts.path) or "/"
     if len(path) > 1:
-        path = path.rstrip("/")
+        path = path.rstrip("/") or "/"
     query = sorted(
-        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in tracking
     )
     return urlunsplit(("https", host, path, urlencode(query), ""))
 
@@ -114,6 +172,7 @@ def content_hash(entry: ParsedEntry) -> str:
 
 
 def _fallback_identity(entry: ParsedEntry, feed_url: str) -> str:
+    # Built-in tracking list only: an identity must not change when an admin extends it.
     link = canonical_url(entry.link, feed_url)
     if link:
         return "link:" + link
@@ -147,6 +206,7 @@ def plan(
     feed_url: str,
     stored_hashes: Mapping[str, str],
     tagger: Tagger | None = None,
+    tracking: Tracking = DEFAULT_TRACKING,
 ) -> list[EntryIntent]:
     """Decide new / updated / unchanged for each entry; tag the ones that need storing.
 
@@ -171,7 +231,7 @@ def plan(
             EntryIntent(
                 identity=identity,
                 content_hash=digest,
-                canonical_url=canonical_url(entry.orig_link or entry.link, feed_url),
+                canonical_url=canonical_url(entry.orig_link or entry.link, feed_url, tracking),
                 action=action,
                 entry=entry,
                 tags=tags,

@@ -53,6 +53,7 @@ class PollContext:
     limits: FetchLimits = field(default_factory=FetchLimits)
     concurrency: int = 16
     clock: Callable[[], datetime] = utcnow
+    policy: dedup.Policy = dedup.DEFAULT_POLICY
     _semaphore: asyncio.Semaphore | None = None
 
     @property
@@ -71,6 +72,7 @@ def ingest(
     fetched: Fetched,
     started_at: datetime,
     interval: timedelta,
+    policy: dedup.Policy = dedup.DEFAULT_POLICY,
 ) -> PollResult:
     """Parse, dedup, tag and store one fetched body (synchronous: runs in a worker thread)."""
     try:
@@ -79,7 +81,11 @@ def ingest(
         return _record_error(repo, feed_url, started_at, interval, str(e), fetched.status, 0)
     stored = repo.entry_hashes(feed_url, dedup.identities(parsed.entries, feed_url))
     intents = dedup.plan(
-        parsed.entries, feed_url, stored, lambda entry: tagger.tag(entry, feed_tags)
+        parsed.entries,
+        feed_url,
+        stored,
+        lambda entry: tagger.tag(entry, feed_tags),
+        tracking=policy.tracking,
     )
     new = sum(i.action == "new" for i in intents)
     updated = sum(i.action == "updated" for i in intents)
@@ -186,7 +192,7 @@ async def _poll(
             )
         tagger = ctx.tagger
         return await asyncio.to_thread(
-            ingest, repo, tagger, feed_url, feed_tags, fetched, started_at, interval
+            ingest, repo, tagger, feed_url, feed_tags, fetched, started_at, interval, ctx.policy
         )
     except asyncio.CancelledError:
         raise

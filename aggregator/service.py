@@ -15,7 +15,7 @@ from pathlib import Path
 
 from storage import Repository, open_repository
 
-from . import USER_AGENT
+from . import USER_AGENT, dedup
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
 from .pipeline import PollContext, poll_feed
@@ -63,6 +63,7 @@ class Aggregator:
                 tagger=self.tagger,
                 limits=self.limits,
                 concurrency=s.max_concurrency,
+                policy=dedup.Policy.from_settings(self.config.dedup),
             )
         return self._ctx
 

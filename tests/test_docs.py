@@ -8,7 +8,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aggregator.cli import app
-from aggregator.config import Config, FeedConfig, Settings, TopicConfig, TopicRules
+from aggregator.config import (
+    Config,
+    DedupSettings,
+    FeedConfig,
+    Settings,
+    TopicConfig,
+    TopicRules,
+)
 
 ROOT = Path(__file__).parent.parent
 
@@ -21,7 +28,14 @@ def documented_keys() -> set[str]:
 
 
 def test_every_feeds_yaml_key_is_documented() -> None:
-    models: list[type[BaseModel]] = [Config, Settings, FeedConfig, TopicConfig, TopicRules]
+    models: list[type[BaseModel]] = [
+        Config,
+        Settings,
+        FeedConfig,
+        TopicConfig,
+        TopicRules,
+        DedupSettings,
+    ]
     keys = {name for m in models for name in m.model_fields}
     missing = keys - documented_keys()
     assert not missing, f"document these feeds.yaml keys in docs/feeds-yaml.md: {missing}"
