@@ -61,7 +61,7 @@ def _load(config: Path) -> Aggregator:
     except ConfigError as e:
         err_console.print(f"[red]{len(e.errors)} error(s) in {config}; not starting:[/red]")
         for line in e.errors:
-            err_console.print(f"  {line}", highlight=False, markup=False)
+            err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from e
     except AggregatorError as e:
         err_console.print(f"[red]cannot start:[/red] {e}", highlight=False)
@@ -75,7 +75,7 @@ def validate(config: ConfigOption = Path("feeds.yaml")) -> None:
         cfg = load_config(config)
     except ConfigError as e:
         for line in e.errors:
-            err_console.print(line, highlight=False, markup=False)
+            err_console.print(line, highlight=False, markup=False, soft_wrap=True)
         err_console.print(f"[red]{len(e.errors)} error(s)[/red]")
         raise typer.Exit(1) from e
     console.print(

@@ -14,14 +14,16 @@ All errors are reported at once; a bad file never yields a partial Config.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -111,25 +113,29 @@ class FeedConfig(_Strict):
     _check_url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
 
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        # Point at the column inside the pattern: long patterns are hard to eyeball.
+        at = f" at character {e.pos + 1}" if e.pos is not None else ""
+        raise ValueError(f"invalid regular expression {pattern!r}: {e.msg}{at}") from e
+    return pattern
+
+
+# Validated one by one so that every bad pattern is reported with its own index and line.
+Regex = Annotated[str, AfterValidator(_check_regex)]
+
+
 class TopicRules(_Strict):
     keywords: tuple[str, ...] = Field(
         default=(), description="words or phrases, whole-word, case-insensitive"
     )
-    regex: tuple[str, ...] = Field(default=(), description="case-insensitive regular expressions")
+    regex: tuple[Regex, ...] = Field(default=(), description="case-insensitive regular expressions")
     categories: tuple[str, ...] = Field(
         default=(), description="item categories, normalised (case, spacing, &/and, synonyms)"
     )
     feed_tags: tuple[str, ...] = Field(default=(), description="tags of the feed in feeds.yaml")
-
-    @field_validator("regex")
-    @classmethod
-    def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for i, pattern in enumerate(v):
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ValueError(f"regex[{i}] {pattern!r}: invalid regular expression: {e}") from e
-        return v
 
     @field_validator("keywords")
     @classmethod
@@ -200,14 +206,67 @@ class _DuplicateError(ValueError):
         self.loc = loc
 
 
-def _no_duplicates(section: str, values: Sequence[str], key: str) -> None:
-    seen: dict[str, int] = {}
+def _duplicates(section: str, values: Sequence[object], key: str) -> list[_DuplicateError]:
+    seen: dict[object, int] = {}
+    found = []
     for i, v in enumerate(values):
+        if v is None:
+            continue
         if v in seen:
-            raise _DuplicateError(
-                (section, i, key), f"duplicate {key} {v!r} (first at {section}[{seen[v]}])"
+            found.append(
+                _DuplicateError(
+                    (section, i, key), f"duplicate {key} {v!r} (first at {section}[{seen[v]}])"
+                )
             )
-        seen[v] = i
+        else:
+            seen[v] = i
+    return found
+
+
+def _no_duplicates(section: str, values: Sequence[str], key: str) -> None:
+    if found := _duplicates(section, values, key):
+        raise found[0]
+
+
+def _raw_duplicates(doc: Any) -> list[_DuplicateError]:
+    """Duplicates found in the raw document, so they are reported alongside field errors."""
+    found = []
+    for section, key in (("feeds", "url"), ("topics", "slug")):
+        items = doc.get(section)
+        if isinstance(items, list):
+            values = [
+                (i[key].strip() if isinstance(i[key], str) else i[key])
+                if isinstance(i, dict) and isinstance(i.get(key), str)
+                else None
+                for i in items
+            ]
+            found += _duplicates(section, values, key)
+    return found
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The Pydantic model that validates the mapping at ``loc`` (for "expected keys")."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = _submodel(field.annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _submodel(arg)) is not None:
+            return found
+    return None
 
 
 def _position(doc: Any, loc: Iterable[str | int]) -> tuple[int, int] | None:
@@ -234,14 +293,34 @@ def _field_path(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, loc: Sequence[str | int]) -> str:
     msg: str = err["msg"]
     msg = msg.removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return "unknown key (check the spelling; see docs/feeds-yaml.md)"
+        model = _model_at(loc[:-1])
+        if model is None:
+            return "unknown key (check the spelling; see docs/feeds-yaml.md)"
+        known = list(model.model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; {hint}expected one of: {', '.join(known)}"
     if err["type"] == "missing":
         return "required key is missing"
+    # Pydantic says "tuple" where the file has a YAML list.
+    msg = msg.replace("a valid tuple", "a list")
+    if "input" in err and err["type"] != "value_error":
+        # Say what was found as well as what was expected.
+        return f"{msg}, got {_short(err['input'])}"
     return msg
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_config(text: str, path: str = "feeds.yaml") -> Config:
@@ -257,19 +336,30 @@ def parse_config(text: str, path: str = "feeds.yaml") -> Config:
         doc = CommentedMap()
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}:1:1: the file must be a mapping with feeds: and topics:"])
+    found: list[tuple[tuple[int, int], str]] = []
+
+    def add(loc: tuple[str | int, ...], message: str) -> None:
+        pos = _position(doc, loc)
+        where = f"{path}:{pos[0]}:{pos[1]}" if pos else path
+        found.append((pos or (0, 0), f"{where}: {_field_path(loc)}: {message}"))
+
+    duplicates = _raw_duplicates(doc)
+    for dup in duplicates:
+        add(dup.loc, str(dup))
     try:
-        return Config.model_validate(doc)
+        config = Config.model_validate(doc)
     except ValidationError as e:
-        lines = []
         for err in e.errors():
+            if isinstance(err.get("ctx", {}).get("error"), _DuplicateError):
+                continue  # already reported from the raw document
             loc = tuple(err["loc"])
-            ctx_err = err.get("ctx", {}).get("error")
-            if isinstance(ctx_err, _DuplicateError):
-                loc = ctx_err.loc
-            pos = _position(doc, loc)
-            where = f"{path}:{pos[0]}:{pos[1]}" if pos else path
-            lines.append(f"{where}: {_field_path(loc)}: {_message(err)}")
-        raise ConfigError(lines) from e
+            add(loc, _message(err, loc))
+    else:
+        if not duplicates:
+            return config
+    # In file order, so the admin can work through them top to bottom.
+    found.sort(key=lambda f: f[0])
+    raise ConfigError([line for _, line in found])
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

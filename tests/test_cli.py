@@ -39,13 +39,15 @@ def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
 def test_validate_reports_every_error_and_exits_nonzero(tmp_path: Path) -> None:
     (tmp_path / "feeds.yaml").write_text(
         "feeds:\n  - url: https://example.com/feed\n    interval: never\n"
-        "topics:\n  - name: X\n    slug: 'not a slug'\n"
+        "topics:\n  - name: X\n    slug: 'not a slug'\n    rules: {regex: ['(a', b]}\n"
     )
     r = run("validate", cwd=tmp_path)
     assert r.returncode == 1
-    assert "feeds.yaml:3:5: feeds[0].interval: invalid duration 'never'" in r.stderr
-    assert "feeds.yaml:6:5: topics[0].slug" in r.stderr
-    assert "2 error(s)" in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("feeds.yaml:3:5: feeds[0].interval: invalid duration 'never'")
+    assert lines[1].startswith("feeds.yaml:6:5: topics[0].slug")
+    assert lines[2].startswith("feeds.yaml:7:21: topics[0].rules.regex[0]: invalid regular")
+    assert "3 error(s)" in lines[3]
 
 
 def test_validate_accepts_the_shipped_file() -> None:

@@ -44,11 +44,47 @@ def test_every_error_has_line_column_and_field() -> None:
         "feeds.yaml:3:5: feeds[0].interval: invalid duration 'soon' "
         "(expected e.g. 90s, 30m, 2h, 1d)",
         "feeds.yaml:4:5: feeds[1].url: not an http(s) URL: 'ftp://example.com/b'",
-        "feeds.yaml:5:5: feeds[1].titel: unknown key (check the spelling; see docs/feeds-yaml.md)",
+        "feeds.yaml:5:5: feeds[1].titel: unknown key; did you mean 'title'? "
+        "expected one of: url, title, tags, interval, enabled",
         "feeds.yaml:8:5: topics[0].slug: 'Politics Now' is not a URL slug "
         "(lower-case letters, digits and hyphens)",
-        "feeds.yaml:10:7: topics[0].rules.regex: regex[0] '(unbalanced': invalid regular "
-        "expression: missing ), unterminated subpattern at position 0",
+        "feeds.yaml:10:15: topics[0].rules.regex[0]: invalid regular expression "
+        "'(unbalanced': missing ), unterminated subpattern at character 1",
+    ]
+
+
+def test_all_errors_at_once_in_file_order() -> None:
+    errors = errors_of(
+        "settings:\n"
+        "  port: 99999\n"
+        "feeds:\n"
+        "  - url: https://example.com/a.rss\n"
+        "  - url: https://example.com/a.rss\n"
+        "    tags: notalist\n"
+        "    enabled: maybe\n"
+        "topics:\n"
+        "  - name: P\n"
+        "    slug: p\n"
+        "    rules:\n"
+        "      regex: ['ok', '[x', 'a)']\n"
+        "      keywrds: [a]\n"
+        "  - name: Q\n"
+        "    slug: p\n"
+    )
+    assert errors == [
+        "feeds.yaml:2:3: settings.port: Input should be less than or equal to 65535, got 99999",
+        "feeds.yaml:5:5: feeds[1].url: duplicate url 'https://example.com/a.rss' "
+        "(first at feeds[0])",
+        "feeds.yaml:6:5: feeds[1].tags: Input should be a list, got 'notalist'",
+        "feeds.yaml:7:5: feeds[1].enabled: Input should be a valid boolean, unable to "
+        "interpret input, got 'maybe'",
+        "feeds.yaml:12:21: topics[0].rules.regex[1]: invalid regular expression '[x': "
+        "unterminated character set at character 1",
+        "feeds.yaml:12:27: topics[0].rules.regex[2]: invalid regular expression 'a)': "
+        "unbalanced parenthesis at character 2",
+        "feeds.yaml:13:7: topics[0].rules.keywrds: unknown key; did you mean 'keywords'? "
+        "expected one of: keywords, regex, categories, feed_tags",
+        "feeds.yaml:15:5: topics[1].slug: duplicate slug 'p' (first at topics[0])",
     ]
 
 
