@@ -4,6 +4,8 @@ aggregator validate            check feeds.yaml, print every error, exit 1 if an
 aggregator poll --once         poll every enabled feed now, print a result table
 aggregator poll                poll on schedule, forever (a worker without the web server)
 aggregator serve               poll on schedule and serve the topic feeds
+aggregator worker              poll due feeds claimed with leases (one of several processes)
+aggregator web                 serve only (= serve --no-poll), one of several web processes
 """
 
 from __future__ import annotations
@@ -187,6 +189,48 @@ def serve(
         )
     finally:
         agg.close()
+
+
+@app.command()
+def worker(
+    config: ConfigOption = Path("feeds.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
+    """Poll due feeds, claimed with leases, alongside any number of other workers."""
+    _setup_logging(verbose)
+    agg = _load(config)
+    try:
+        asyncio.run(_work_forever(agg))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agg.close()
+
+
+async def _work_forever(agg: Aggregator) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    w = agg.start_worker()
+    console.print(f"worker {w.owner} polling due feeds (lease {w.lease}, up to {w.capacity})")
+    try:
+        await stop.wait()
+    finally:
+        await agg.stop()
+
+
+@app.command()
+def web(
+    config: ConfigOption = Path("feeds.yaml"),
+    host: Annotated[str | None, typer.Option(help="Listen address (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: settings).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
+    """Serve the topic feeds only; `aggregator worker` processes do the polling."""
+    serve(config=config, host=host, port=port, no_poll=True, verbose=verbose)
 
 
 def main() -> None:

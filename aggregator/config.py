@@ -1,8 +1,9 @@
 """feeds.yaml: the schema (Pydantic), loading with line-numbered errors.
 
-The file has four top-level keys::
+The file has these top-level keys::
 
     settings:           # optional: database, listen address, fetch limits
+    workers:            # optional: leases between several poller processes
     feeds: [...]        # url, title, tags, interval, enabled
     topics: [...]       # name, slug, description, rules
     category_synonyms:  # optional: extra "category" -> "canonical category" pairs
@@ -177,9 +178,25 @@ class DedupSettings(_Strict):
         return tuple(n.strip().lower() for n in v)
 
 
+class WorkersConfig(_Strict):
+    """How ``aggregator worker`` processes share the feeds (docs/deployment.md)."""
+
+    lease: Duration = Field(
+        default=timedelta(minutes=5),
+        description="how long a claimed feed stays a worker's; longer than one whole poll",
+    )
+    claim_every: Duration = Field(
+        default=timedelta(seconds=2), description="how often a worker looks for due feeds"
+    )
+    batch: int | None = Field(
+        default=None, ge=1, le=1000, description="feeds claimed at once (max_concurrency)"
+    )
+
+
 class Config(_Strict):
     settings: Settings = Settings()
     dedup: DedupSettings = DedupSettings()
+    workers: WorkersConfig = WorkersConfig()
     feeds: tuple[FeedConfig, ...] = ()
     topics: tuple[TopicConfig, ...] = ()
     category_synonyms: dict[str, str] = Field(default_factory=dict)

@@ -22,6 +22,7 @@ from .pipeline import PollContext, poll_feed
 from .schedule import PollScheduler
 from .tag import Tagger
 from .types import FeedSpec, PollResult
+from .worker import ClaimLoop
 
 log = logging.getLogger("aggregator.service")
 
@@ -36,6 +37,7 @@ class Aggregator:
         self._scheduler: PollScheduler | None = None
         # The errors of the last feeds.yaml edit that was refused (None: the file is in use).
         self.last_config_error: list[str] | None = None
+        self.worker: ClaimLoop | None = None
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
 
     @classmethod
@@ -113,7 +115,24 @@ class Aggregator:
         self._scheduler.start()
         log.info("polling feeds=%d", len(self.enabled_feeds()))
 
+    def start_worker(self, owner: str | None = None) -> ClaimLoop:
+        """Poll due feeds claimed with leases, sharing the store with other workers."""
+        w = self.config.workers
+        self.worker = ClaimLoop(
+            self.repo,
+            self.poll,
+            lease=w.lease,
+            claim_every=w.claim_every,
+            capacity=w.batch or self.config.settings.max_concurrency,
+            owner=owner,
+        )
+        self.worker.start()
+        return self.worker
+
     async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
         if self._scheduler is not None:
             self._scheduler.shutdown()
             self._scheduler = None

@@ -37,6 +37,7 @@ from aggregator.types import (
     StorySource,
 )
 
+from . import leases
 from .models import EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -152,12 +153,19 @@ class Repository:
         wanted = {f.url: f for f in feeds}
         with self._writing() as s:
             rows = {r.url: r for r in s.scalars(select(FeedRow))}
+            fresh = [
+                {"url": u, "title": f.title or "", "tags": [], "enabled": True}
+                for u, f in wanted.items()
+                if u not in rows
+            ]
+            if fresh:
+                # Several workers starting at once insert the same feeds: first one wins.
+                for chunk in _chunks(fresh, 200):
+                    s.execute(self._insert(s, FeedRow).values(consecutive_errors=0), chunk)
+                rows = {r.url: r for r in s.scalars(select(FeedRow))}
             for url, spec in wanted.items():
-                row = rows.get(url)
-                if row is None:
-                    row = FeedRow(url=url, title=spec.title or "", consecutive_errors=0)
-                    s.add(row)
-                elif spec.title:
+                row = rows[url]
+                if spec.title:
                     row.title = spec.title
                 row.tags = list(spec.tags)
                 row.enabled = spec.enabled
@@ -227,6 +235,27 @@ class Repository:
                 for r in s.scalars(select(FeedRow).order_by(FeedRow.id))
             ]
 
+    # -- leases (several workers) ---------------------------------------------------------
+
+    def claim_due_feeds(self, owner: str, now: datetime, lease: timedelta, limit: int) -> list[str]:
+        """Lease up to ``limit`` due feeds to ``owner`` (see storage/leases.py)."""
+        with self._writing() as s:
+            return leases.claim(s, owner, now, lease, limit)
+
+    def release_leases(self, owner: str, urls: Sequence[str]) -> None:
+        with self._writing() as s:
+            leases.release(s, owner, list(urls))
+
+    def queue_lag(self, now: datetime) -> timedelta:
+        """now minus the due time of the most overdue feed (zero when none is overdue)."""
+        with self._reading() as s:
+            oldest = leases.oldest_overdue(s, now)
+        if oldest is None:
+            return timedelta(0)
+        if oldest.tzinfo is None:  # min() over SQLite text bypasses the column type
+            oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
+        return max(now - oldest, timedelta(0))
+
     # -- entries --------------------------------------------------------------------------
 
     def entry_hashes(self, feed_url: str, identities: Sequence[str]) -> dict[str, str]:
@@ -272,6 +301,7 @@ class Repository:
             feed.last_status = result.status
             feed.last_http_status = result.http_status
             feed.next_poll_at = save.next_poll_at
+            leases.release_in(feed)
             if result.status == "error":
                 feed.last_error = result.error
                 feed.consecutive_errors = (feed.consecutive_errors or 0) + 1

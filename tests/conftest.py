@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -24,6 +25,7 @@ class Route:
     status: int = 200
     conditional: bool = True  # honour If-None-Match / If-Modified-Since
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
+    delay: float = 0.0  # seconds before answering: a slow publisher
 
     @property
     def etag(self) -> str:
@@ -36,6 +38,8 @@ class FeedServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.active: dict[str, int] = {}  # requests in progress per path
+        self.max_active: dict[str, int] = {}  # most requests ever in progress at once per path
         self._lock = threading.Lock()
         server = self
 
@@ -49,6 +53,17 @@ class FeedServer:
                 with server._lock:
                     server.requests.append((self.path, dict(self.headers.items())))
                     route = server.routes.get(self.path)
+                    n = server.active[self.path] = server.active.get(self.path, 0) + 1
+                    server.max_active[self.path] = max(server.max_active.get(self.path, 0), n)
+                try:
+                    if route is not None and route.delay:
+                        time.sleep(route.delay)
+                    self._answer(route)
+                finally:
+                    with server._lock:
+                        server.active[self.path] -= 1
+
+            def _answer(self, route: Route | None) -> None:
                 if route is None:
                     self._send(404, b"not found", "text/plain")
                     return

@@ -15,6 +15,7 @@ from aggregator.config import (
     Settings,
     TopicConfig,
     TopicRules,
+    WorkersConfig,
 )
 
 ROOT = Path(__file__).parent.parent
@@ -35,6 +36,7 @@ def test_every_feeds_yaml_key_is_documented() -> None:
         TopicConfig,
         TopicRules,
         DedupSettings,
+        WorkersConfig,
     ]
     keys = {name for m in models for name in m.model_fields}
     missing = keys - documented_keys()

@@ -1,0 +1,239 @@
+"""Several workers share one store: leases keep a feed from being polled twice at once.
+
+On a real SQLite file and a real PostgreSQL; the feeds come from a real local HTTP server
+that counts the requests per feed and how many of them ever ran at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from builders import config_yaml, news_items, rss
+from conftest import FeedServer
+
+from aggregator.service import Aggregator
+from aggregator.types import FeedSpec, PollResult, PollSave
+from storage import Repository, open_repository
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+
+
+def _feeds(repo: Repository, n: int) -> list[str]:
+    urls = [f"https://example.com/{i}.rss" for i in range(n)]
+    repo.sync_feeds([FeedSpec(url=u, title=None, tags=(), enabled=True) for u in urls])
+    return urls
+
+
+def _saved(repo: Repository, url: str, at: datetime, next_at: datetime) -> None:
+    result = PollResult(url, "not_modified", 304, None, 0, 0, 0, 1)
+    repo.save_poll(url, PollSave(result, at, next_poll_at=next_at))
+
+
+def test_claims_never_overlap_and_skip_leased_and_not_due_feeds(db_url: str) -> None:
+    repo = open_repository(db_url)
+    try:
+        urls = _feeds(repo, 10)
+        _saved(repo, urls[0], NOW, NOW + timedelta(hours=1))  # not due
+        a = repo.claim_due_feeds("a", NOW, LEASE, 4)
+        b = repo.claim_due_feeds("b", NOW, LEASE, 100)
+        assert len(a) == 4 and len(b) == 5
+        assert not set(a) & set(b)
+        assert set(a) | set(b) == set(urls[1:])
+        assert repo.claim_due_feeds("c", NOW + timedelta(minutes=4), LEASE, 100) == []
+    finally:
+        repo.close()
+
+
+def test_an_expired_lease_is_taken_over_and_a_save_gives_the_lease_back(db_url: str) -> None:
+    repo = open_repository(db_url)
+    try:
+        urls = _feeds(repo, 3)
+        assert len(repo.claim_due_feeds("dead", NOW, LEASE, 100)) == 3
+        # The dead worker saved one of them before it died: that one is no longer due.
+        _saved(repo, urls[0], NOW, NOW + timedelta(hours=1))
+        later = NOW + LEASE + timedelta(seconds=1)
+        assert sorted(repo.claim_due_feeds("alive", later, LEASE, 100)) == sorted(urls[1:])
+        # A save releases the lease: due again later, the feed is claimable at once.
+        _saved(repo, urls[1], later, later + timedelta(minutes=1))
+        again = later + timedelta(minutes=2)
+        assert repo.claim_due_feeds("other", again, LEASE, 100) == [urls[1]]
+    finally:
+        repo.close()
+
+
+def test_disabled_feeds_are_never_claimed(db_url: str) -> None:
+    repo = open_repository(db_url)
+    try:
+        urls = _feeds(repo, 2)
+        repo.sync_feeds([FeedSpec(url=urls[0], title=None, tags=(), enabled=True)])
+        assert repo.claim_due_feeds("a", NOW, LEASE, 100) == [urls[0]]
+    finally:
+        repo.close()
+
+
+def test_queue_lag_is_the_age_of_the_most_overdue_feed(db_url: str) -> None:
+    repo = open_repository(db_url)
+    try:
+        urls = _feeds(repo, 2)
+        assert repo.queue_lag(NOW) == timedelta(0)
+        _saved(repo, urls[0], NOW, NOW - timedelta(seconds=90))
+        _saved(repo, urls[1], NOW, NOW + timedelta(seconds=90))
+        assert repo.queue_lag(NOW) == timedelta(seconds=90)
+    finally:
+        repo.close()
+
+
+def _write_config(path: Path, server: FeedServer, n: int, items: int, lease: str) -> list[str]:
+    feeds = []
+    for i in range(n):
+        server.serve(f"/w/{i}.rss", rss(news_items(items, site=f"https://s{i}.example.org")))
+        feeds.append({"url": server.url(f"/w/{i}.rss"), "interval": "1h"})
+    text = config_yaml(feeds, max_concurrency=4)
+    text += f"workers:\n  lease: {lease}\n  claim_every: 0.2s\n"
+    path.write_text(text)
+    return [f["url"] for f in feeds]
+
+
+def test_two_workers_in_one_process_poll_every_feed_exactly_once(
+    db_url: str, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    n, items = 24, 5
+    config = tmp_path / "feeds.yaml"
+    urls = _write_config(config, feed_server, n, items, "1m")
+    for route in feed_server.routes.values():
+        route.delay = 0.05
+    os.environ["AGGREGATOR_DATABASE_URL"] = db_url
+    try:
+        aggs = [Aggregator.from_file(config), Aggregator.from_file(config)]
+    finally:
+        del os.environ["AGGREGATOR_DATABASE_URL"]
+
+    async def run() -> None:
+        loops = [agg.start_worker(owner=f"w{i}") for i, agg in enumerate(aggs)]
+        deadline = time.monotonic() + 60
+        while sum(feed_server.hits(f"/w/{i}.rss") for i in range(n)) < n:
+            assert time.monotonic() < deadline, "the workers did not poll every feed"
+            await asyncio.sleep(0.05)
+        for loop in loops:
+            await loop.drain()
+        await asyncio.sleep(0.5)  # more ticks: nothing is due, nothing is polled again
+        for agg in aggs:
+            await agg.stop()
+
+    try:
+        asyncio.run(run())
+        assert [feed_server.hits(f"/w/{i}.rss") for i in range(n)] == [1] * n
+        assert set(feed_server.max_active.values()) == {1}
+        assert aggs[0].repo.count_entries() == n * items
+        health = {h.url: h for h in aggs[0].repo.feed_health()}
+        assert all(health[u].last_status == "ok" for u in urls)
+    finally:
+        for agg in aggs:
+            agg.close()
+
+
+def _worker(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AGGREGATOR_DATABASE_URL": db_url, "NO_COLOR": "1"}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "worker", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def test_worker_processes_take_over_the_feeds_of_one_killed_mid_run(
+    pg_cluster: object, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    from pg import PostgresCluster
+
+    assert isinstance(pg_cluster, PostgresCluster)
+    db_url = pg_cluster.create_database("workers_kill")
+    n, items = 60, 4
+    config = tmp_path / "feeds.yaml"
+    urls = _write_config(config, feed_server, n, items, "3s")
+    for route in feed_server.routes.values():
+        route.delay = 0.3  # slow publishers: the victim surely holds leases when killed
+    open_repository(db_url).close()  # migrate once, before the workers race to
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    procs = [_worker(config, db_url, log) for log in logs]
+    try:
+        deadline = time.monotonic() + 90
+        while sum(feed_server.hits(f"/w/{i}.rss") for i in range(n)) < n // 4:
+            assert time.monotonic() < deadline, "the workers did not start polling"
+            assert all(p.poll() is None for p in procs)
+            time.sleep(0.05)
+        victim = procs[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        killed_at = time.monotonic()
+        repo = open_repository(db_url)
+        try:
+            while True:
+                health = repo.feed_health()
+                if sum(h.last_status == "ok" for h in health) == n:
+                    break
+                assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+                time.sleep(0.2)
+            taken_over = [
+                i for i in range(n) if feed_server.hits(f"/w/{i}.rss") > 1
+            ]  # the victim fetched them, a survivor fetched them again after the lease
+            assert taken_over, "the victim held no lease when killed; the test proved nothing"
+            assert time.monotonic() - killed_at >= 2.0
+            assert set(feed_server.max_active.values()) == {1}
+            assert repo.count_entries() == n * items
+            assert all(h.entries == items for h in health)
+            assert {h.url for h in health} == set(urls)
+        finally:
+            repo.close()
+        for p in procs[1:]:
+            assert p.poll() is None, "a surviving worker died"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_the_lease_migration_upgrades_a_store_holding_data(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import text
+
+    from storage.repository import make_engine, migrate
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent.parent / "storage/migrations"))
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            conn.execute(
+                text(
+                    "INSERT INTO feeds (url, title, tags, enabled, consecutive_errors) "
+                    "VALUES ('https://example.com/old.rss', 'Old', '[]', true, 0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    migrate(db_url)
+    repo = Repository(db_url)
+    try:
+        assert repo.claim_due_feeds("a", NOW, LEASE, 10) == ["https://example.com/old.rss"]
+    finally:
+        repo.close()
