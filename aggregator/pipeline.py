@@ -112,6 +112,7 @@ def ingest(
             feed_title=parsed.title or None,
             site_url=parsed.link,
             next_poll_at=next_poll_at(started_at, interval),
+            feed_language=parsed.language,
         ),
     )
     return result._replace(new=counts.new, updated=counts.updated)

@@ -69,6 +69,16 @@ class FeedMeta:
     html_url: str  # absolute URL of the human page
     updated: datetime  # tz-aware; newest item update or a fixed epoch when empty
     language: str | None = None
+    # RFC 5005 paged feeds: absolute URLs of the first, next (older) and previous
+    # (newer) pages of the same feed, when there are such pages.
+    first_url: str | None = None
+    next_url: str | None = None
+    prev_url: str | None = None
+
+    def page_links(self) -> list[tuple[str, str]]:
+        """(rel, href) of the paging links, in a fixed order."""
+        links = [("first", self.first_url), ("previous", self.prev_url), ("next", self.next_url)]
+        return [(rel, href) for rel, href in links if href]
 
 
 def item_id(uid: str) -> str:
@@ -121,6 +131,7 @@ def render_rss(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
                 url=_clean(first.feed_url),
                 title=_clean(first.feed_title or first.feed_url),
             )
+    _add_feed_links(fg, meta)
     with _RSS_LOCALE_LOCK:
         out: bytes = fg.rss_str(pretty=False)
     return out
@@ -161,6 +172,7 @@ def render_atom(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
         categories = _categories(item)
         if categories:
             fe.category([{"term": c} for c in categories])
+    _add_feed_links(fg, meta)
     out: bytes = fg.atom_str(pretty=False)
     return out
 
@@ -175,7 +187,16 @@ def render_json(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
             "feed_url": _clean(meta.self_url),
             "description": _clean(meta.description) or None,
             "language": meta.language or None,
+            "next_url": _clean(meta.next_url) if meta.next_url else None,
             "items": [_json_item(item) for item in items],
+            # JSON Feed has next_url only; the other RFC 5005 links go in our extension.
+            "_aggregator": _without_none(
+                {
+                    "first_url": _clean(meta.first_url) if meta.first_url else None,
+                    "prev_url": _clean(meta.prev_url) if meta.prev_url else None,
+                }
+            )
+            or None,
         }
     )
     return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -196,6 +217,42 @@ class _AtomEntryLinks:
 
     def extend_rss(self, item: Any) -> Any:
         return item
+
+
+class _FeedLinks:
+    """feedgen feed extension writing the channel/feed-level paging links.
+
+    feedgen writes only ``rel="self"`` as ``atom:link`` in RSS, and in Atom the RSS
+    channel ``<link>`` is taken from the last link added, so extra links go here.
+    """
+
+    def __init__(self) -> None:
+        self.links: list[tuple[str, str]] = []
+
+    def extend_ns(self) -> dict[str, str]:
+        return {}
+
+    def _insert(self, parent: Any, tag: str, before: str) -> None:
+        # Atom wants feed metadata before the first entry; RSS readers expect it too.
+        children = list(parent)
+        at = next((i for i, c in enumerate(children) if c.tag == before), len(children))
+        for offset, (rel, href) in enumerate(self.links):
+            parent.insert(at + offset, parent.makeelement(tag, {"rel": rel, "href": href}))
+
+    def extend_atom(self, feed: Any) -> Any:
+        self._insert(feed, "link", "{http://www.w3.org/2005/Atom}entry")
+        return feed
+
+    def extend_rss(self, rss: Any) -> Any:
+        self._insert(rss[0], "{http://www.w3.org/2005/Atom}link", "item")
+        return rss
+
+
+def _add_feed_links(fg: FeedGenerator, meta: FeedMeta) -> None:
+    links = [(rel, _clean(href)) for rel, href in meta.page_links()]
+    if links:
+        fg.register_extension("aggregator_feed_links", _FeedLinks, None, atom=True, rss=True)
+        fg.aggregator_feed_links.links = links
 
 
 _RENDERERS: dict[str, Callable[[FeedMeta, Sequence[StoryItem]], bytes]] = {

@@ -186,3 +186,4 @@ class PollSave(NamedTuple):
     feed_title: str | None = None  # the feed's own title, when it was parsed
     site_url: str | None = None
     next_poll_at: datetime | None = None
+    feed_language: str | None = None  # the feed's own <language>, when it was parsed

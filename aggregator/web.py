@@ -7,24 +7,24 @@ URL scheme::
     /topics/{slug}.rss        RSS 2.0
     /topics/{slug}.atom       Atom 1.0
     /topics/{slug}.json       JSON Feed 1.1
+    /stories.{fmt}            every story (to narrow with filters)
     /healthz                  200 when the store answers, 503 when it does not
     /login, /logout           admin session cookie (admin_web.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
 
-Rendered feeds are cached per (topic, format, base URL) and reused while the topic's
-version (a cheap indexed query) is unchanged; ETag is a hash of the bytes, so a 304
-answers any conditional request whose validator still holds.
+Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
+docs/feeds-api.md); a malformed one is a 400. Rendering, caching by content version and
+validators live in aggregator/feeds.py; this module only maps requests to responses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import html
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, publish
+from . import admin_web, feeds, filters, publish
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -44,15 +44,11 @@ from .service import Aggregator
 
 log = logging.getLogger("aggregator.web")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class _Rendered:
-    version: Any
-    body: bytes
-    etag: str
-    last_modified: datetime
+# Downstream sites read feeds and the JSON endpoints from their own pages.
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag, Last-Modified, Link",
+}
 
 
 def _base_url(agg: Aggregator, request: Request) -> str:
@@ -63,11 +59,11 @@ def _feed_urls(base: str, slug: str) -> dict[str, str]:
     return {fmt: f"{base}/topics/{slug}.{fmt}" for fmt in publish.FORMATS}
 
 
-def _not_modified(request: Request, etag: str, last_modified: datetime) -> bool:
+def _not_modified(request: Request, etags: set[str], last_modified: datetime) -> bool:
     inm = request.headers.get("if-none-match")
     if inm is not None:
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return etag in tags or "*" in tags
+        return bool(etags & tags) or "*" in tags
     ims = request.headers.get("if-modified-since")
     if ims:
         try:
@@ -80,13 +76,21 @@ def _not_modified(request: Request, etag: str, last_modified: datetime) -> bool:
     return False
 
 
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            return not (params and q.replace("0", "").replace(".", "") == "")
+    return False
+
+
 async def _db(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
 def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
     """The ASGI app; with ``poll`` its lifespan also runs the feed scheduler."""
-    cache: dict[tuple[str, str, str], _Rendered] = {}
 
     def topic_or_404(slug: str) -> TopicConfig:
         topic = agg.config.topic(slug)
@@ -94,40 +98,70 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             raise HTTPException(404, f"no topic {slug!r}; see /topics")
         return topic
 
-    async def topic_feed(request: Request) -> Response:
-        slug, fmt = request.path_params["slug"], request.path_params["fmt"]
+    versions = feeds.ContentVersion(agg.repo.content_version, lambda: agg.repo.local_changes)
+    cache = feeds.FeedCache()
+
+    def topic_view(topic: TopicConfig) -> feeds.FeedView:
+        return feeds.FeedView(
+            path=f"/topics/{topic.slug}",
+            feed_id=f"urn:aggregator:topic:{topic.slug}",
+            title=topic.name,
+            description=topic.description or f"{topic.name}: stories from many sources",
+            html_path=f"/#{topic.slug}",
+            tag=topic.slug,
+        )
+
+    def known_tag(key: str) -> bool:
+        # Namespaced keys (place:co) belong to other tag families; topics are checked.
+        return ":" in key or agg.config.topic(key) is not None
+
+    async def serve_view(request: Request, view: feeds.FeedView, fmt: str) -> Response:
+        """Any feed view in any format, with filters, paging and conditional GET."""
         if fmt not in publish.FORMATS:
             raise HTTPException(404, f"unknown format {fmt!r}; use .rss, .atom or .json")
-        topic = topic_or_404(slug)
+        query = filters.parse_query(
+            request.query_params.multi_items(),
+            now=datetime.now(UTC),
+            default_limit=agg.config.settings.items_per_feed,
+            is_known_tag=known_tag,
+        )
         base = _base_url(agg, request)
-        version = await _db(agg.repo.topic_version, slug)
-        key = (slug, fmt, base)
-        cached = cache.get(key)
-        if cached is None or cached.version != version:
-            limit = agg.config.settings.items_per_feed
-            items = await _db(agg.repo.topic_items, slug, limit)
-            updated = max((i.updated for i in items), default=EPOCH)
-            meta = publish.FeedMeta(
-                id=f"urn:aggregator:topic:{slug}",
-                title=topic.name,
-                description=topic.description or f"{topic.name}: stories from many sources",
-                self_url=f"{base}/topics/{slug}.{fmt}",
-                html_url=f"{base}/#{slug}",
-                updated=updated,
-            )
-            body = publish.render(fmt, meta, items)
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            cached = _Rendered(version, body, etag, updated)
-            cache[key] = cached
+        version = await versions.current()
+        rendered = await cache.get(
+            (view, fmt, base, query.cache_key),
+            version,
+            functools.partial(feeds.render_view, agg.repo, view, fmt, base, query, version),
+        )
+        gz = _accepts_gzip(request)
         headers = {
-            "ETag": cached.etag,
-            "Last-Modified": format_datetime(cached.last_modified, usegmt=True),
-            "Cache-Control": "public, max-age=300",
-            "Access-Control-Allow-Origin": "*",
+            "ETag": rendered.etag_for(gz),
+            "Last-Modified": format_datetime(rendered.last_modified, usegmt=True),
+            "Cache-Control": f"public, max-age={rendered.max_age}",
+            "Vary": "Accept-Encoding",
+            **CORS,
         }
-        if _not_modified(request, cached.etag, cached.last_modified):
+        etags = {rendered.etag_for(False), rendered.etag_for(True)}
+        if _not_modified(request, etags, rendered.last_modified):
             return Response(status_code=304, headers=headers)
-        return Response(cached.body, media_type=publish.MEDIA_TYPES[fmt], headers=headers)
+        if gz:
+            headers["Content-Encoding"] = "gzip"
+            return Response(rendered.gzipped, media_type=rendered.media_type, headers=headers)
+        return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+    async def topic_feed(request: Request) -> Response:
+        topic = topic_or_404(request.path_params["slug"])
+        return await serve_view(request, topic_view(topic), request.path_params["fmt"])
+
+    async def stories_feed(request: Request) -> Response:
+        view = feeds.FeedView(
+            path="/stories",
+            feed_id="urn:aggregator:stories",
+            title="All stories",
+            description="Every story the aggregator holds, newest first",
+            html_path="/",
+            tag=None,
+        )
+        return await serve_view(request, view, request.path_params["fmt"])
 
     async def topics(request: Request) -> Response:
         base = _base_url(agg, request)
@@ -145,7 +179,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
                     for t in agg.config.topics
                 ]
             },
-            headers={"Access-Control-Allow-Origin": "*"},
+            headers=CORS,
         )
 
     async def home(request: Request) -> Response:
@@ -191,6 +225,9 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             headers={"Retry-After": "30"},
         )
 
+    async def filter_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=400, headers=CORS)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
@@ -207,12 +244,14 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         StorageError: storage_error,
         HTTPException: http_error,
+        filters.FilterError: filter_error,
     }
     return Starlette(
         routes=[
             Route("/", home),
             Route("/topics", topics),
             Route("/topics/{slug}.{fmt}", topic_feed),
+            Route("/stories.{fmt}", stories_feed),
             Route("/healthz", healthz),
             *admin_web.routes(agg),
         ],

@@ -80,6 +80,8 @@ class FeedRow(Base):
     # Which worker polls the feed now, and until when (storage/leases.py).
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The feed's own <language> (or Content-Language), lower-cased; filters use it.
+    language: Mapped[str | None] = mapped_column(String(35))
 
     entries: Mapped[list[EntryRow]] = relationship(back_populates="feed")
 
@@ -161,3 +163,16 @@ class PollRow(Base):
     updated: Mapped[int] = mapped_column(Integer, default=0)
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     elapsed_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ContentVersionRow(Base):
+    """One row: a counter bumped by every write that changes what a feed could show.
+
+    Web processes compare it (one primary-key read) with the version their cached
+    renderings were made at, instead of querying stories on every request.
+    """
+
+    __tablename__ = "content_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -22,9 +22,10 @@ from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.exceptions import StorageError
+from aggregator.filters import StoryPage, StoryQuery
 from aggregator.types import (
     Enclosure,
     EntryIntent,
@@ -38,7 +39,8 @@ from aggregator.types import (
 )
 
 from . import leases
-from .models import EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
+from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
+from .stories import story_page
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -112,6 +114,9 @@ class Repository:
         self._write_session = sessionmaker(self._write, expire_on_commit=False)
         # SQLite has one writer; queueing in-process is cheaper than spinning on the lock.
         self._write_lock = threading.Lock() if _is_sqlite(url) else None
+        # Bumped after this process commits a change to published content: the web layer
+        # of the same process then re-reads the content version at once, not after its TTL.
+        self.local_changes = 0
 
     def close(self) -> None:
         self._read.dispose()
@@ -316,6 +321,8 @@ class Repository:
                 feed.title = save.feed_title
             if save.site_url:
                 feed.site_url = save.site_url
+            if save.feed_language:
+                feed.language = save.feed_language.strip().lower().replace("_", "-")[:35]
             s.add(
                 PollRow(
                     feed_id=feed.id,
@@ -329,7 +336,24 @@ class Repository:
                     elapsed_ms=result.elapsed_ms,
                 )
             )
+            if counts.new or counts.updated:
+                self._bump_content_version(s)
+        if counts.new or counts.updated:
+            self.local_changes += 1
         return counts
+
+    @staticmethod
+    def _bump_content_version(s: Session) -> None:
+        """Mark published content changed; call in the transaction that changes it.
+
+        Last in the transaction on purpose: on PostgreSQL the row lock is then held only
+        until the commit, so concurrent pollers barely wait on each other.
+        """
+        s.execute(
+            update(ContentVersionRow)
+            .where(ContentVersionRow.id == 1)
+            .values(version=ContentVersionRow.version + 1)
+        )
 
     def _save_intents(
         self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
@@ -496,23 +520,19 @@ class Repository:
 
     def topic_items(self, topic: str, limit: int) -> list[StoryItem]:
         """The newest ``limit`` stories with an entry tagged ``topic``, newest first."""
-        tagged = (
-            select(EntryRow.story_id)
-            .join(EntryTagRow, EntryTagRow.entry_id == EntryRow.id)
-            .where(EntryTagRow.topic == topic)
-        )
-        q = (
-            select(StoryRow)
-            .where(StoryRow.id.in_(tagged))
-            .order_by(StoryRow.published.desc(), StoryRow.id.desc())
-            .limit(limit)
-            .options(
-                selectinload(StoryRow.entries).selectinload(EntryRow.tags),
-                selectinload(StoryRow.entries).selectinload(EntryRow.feed),
-            )
-        )
+        return self.stories(StoryQuery(all_of=(topic,), limit=limit)).items
+
+    def stories(self, query: StoryQuery) -> StoryPage:
+        """One page of the stories a feed query selects (storage/stories.py)."""
         with self._reading() as s:
-            return [_story_item(story) for story in s.scalars(q)]
+            return story_page(s, query, _story_item)
+
+    def content_version(self) -> int:
+        """A counter that moves whenever published content may have changed: one PK read."""
+        with self._reading() as s:
+            return int(
+                s.scalar(select(ContentVersionRow.version).where(ContentVersionRow.id == 1)) or 0
+            )
 
     def topic_version(self, topic: str) -> tuple[int, datetime | None]:
         """(number of tagged entries, newest change): cheap, changes when the topic does."""
