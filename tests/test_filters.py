@@ -17,7 +17,9 @@ KNOWN = {"politics", "world", "foreign-relations", "colombia", "sport"}
 
 
 def parse(*pairs: tuple[str, str], limit: int = 50):  # type: ignore[no-untyped-def]
-    return parse_query(pairs, now=NOW, default_limit=limit, is_known_tag=lambda k: k in KNOWN or ":" in k)
+    return parse_query(
+        pairs, now=NOW, default_limit=limit, is_known_tag=lambda k: k in KNOWN or ":" in k
+    )
 
 
 def test_topic_expressions() -> None:
