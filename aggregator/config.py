@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,6 +37,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from .exceptions import ConfigError
+from .topicconfig import TaggingSettings as TaggingSettings
+from .topicconfig import TopicClassifier as TopicClassifier
+from .topicconfig import TopicRules as TopicRules
+from .topicconfig import check_languages
 
 DATABASE_URL_ENV = "AGGREGATOR_DATABASE_URL"
 
@@ -114,43 +117,17 @@ class FeedConfig(_Strict):
     _check_url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
 
-def _check_regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        # Point at the column inside the pattern: long patterns are hard to eyeball.
-        at = f" at character {e.pos + 1}" if e.pos is not None else ""
-        raise ValueError(f"invalid regular expression {pattern!r}: {e.msg}{at}") from e
-    return pattern
-
-
-# Validated one by one so that every bad pattern is reported with its own index and line.
-Regex = Annotated[str, AfterValidator(_check_regex)]
-
-
-class TopicRules(_Strict):
-    keywords: tuple[str, ...] = Field(
-        default=(), description="words or phrases, whole-word, case-insensitive"
-    )
-    regex: tuple[Regex, ...] = Field(default=(), description="case-insensitive regular expressions")
-    categories: tuple[str, ...] = Field(
-        default=(), description="item categories, normalised (case, spacing, &/and, synonyms)"
-    )
-    feed_tags: tuple[str, ...] = Field(default=(), description="tags of the feed in feeds.yaml")
-
-    @field_validator("keywords")
-    @classmethod
-    def _nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not k.strip() for k in v):
-            raise ValueError("empty keyword")
-        return v
-
-
 class TopicConfig(_Strict):
     name: str = Field(min_length=1)
     slug: str
     description: str = ""
     rules: TopicRules = TopicRules()
+    languages: tuple[str, ...] = Field(
+        default=(), description="only items detected in these languages (ISO 639-1)"
+    )
+    classifier: TopicClassifier | None = None
+
+    _check_languages = field_validator("languages")(classmethod(lambda cls, v: check_languages(v)))
 
     @field_validator("slug")
     @classmethod
@@ -200,6 +177,7 @@ class Config(_Strict):
     feeds: tuple[FeedConfig, ...] = ()
     topics: tuple[TopicConfig, ...] = ()
     category_synonyms: dict[str, str] = Field(default_factory=dict)
+    tagging: TaggingSettings = TaggingSettings()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -310,6 +288,18 @@ def _field_path(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
+def _topic_name(doc: Any, loc: tuple[str | int, ...]) -> str:
+    """' (topic "Politics")' for an error inside a topic, so a rule error names its topic."""
+    if len(loc) > 2 and loc[0] == "topics" and isinstance(loc[1], int):
+        try:
+            name = doc["topics"][loc[1]]["name"]
+        except (KeyError, IndexError, TypeError):
+            return ""
+        if isinstance(name, str):
+            return f' (topic "{name}")'
+    return ""
+
+
 def _message(err: Any, loc: Sequence[str | int]) -> str:
     msg: str = err["msg"]
     msg = msg.removeprefix("Value error, ")
@@ -317,7 +307,7 @@ def _message(err: Any, loc: Sequence[str | int]) -> str:
         model = _model_at(loc[:-1])
         if model is None:
             return "unknown key (check the spelling; see docs/feeds-yaml.md)"
-        known = list(model.model_fields)
+        known = [f.alias or name for name, f in model.model_fields.items()]
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"unknown key; {hint}expected one of: {', '.join(known)}"
@@ -358,7 +348,8 @@ def parse_config(text: str, path: str = "feeds.yaml") -> Config:
     def add(loc: tuple[str | int, ...], message: str) -> None:
         pos = _position(doc, loc)
         where = f"{path}:{pos[0]}:{pos[1]}" if pos else path
-        found.append((pos or (0, 0), f"{where}: {_field_path(loc)}: {message}"))
+        topic = _topic_name(doc, loc)
+        found.append((pos or (0, 0), f"{where}: {_field_path(loc)}{topic}: {message}"))
 
     duplicates = _raw_duplicates(doc)
     for dup in duplicates:

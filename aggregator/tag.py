@@ -1,15 +1,18 @@
 """Tagging: which topics an entry belongs to, and why.
 
-A topic (feeds.yaml) matches an entry when any of its rules does:
+A topic (feeds.yaml) matches an entry when any of its rules does (rules.py has the rule
+language: keywords, regexes, categories, feed tags, places, language, any/all/none), or when
+its optional semantic classifier scores the entry at or above the topic's threshold; an
+``exclude`` rule that matches vetoes the topic, and ``languages`` restricts it.
 
-* ``keywords``: a word or phrase, whole words, case-insensitive, in the title or the text;
-* ``regex``: a case-insensitive regular expression, in the title or the text;
-* ``categories``: one of the entry's own categories, after normalisation (case, spacing,
-  punctuation, "&" = "and", paths such as "World/Americas" split, and synonyms);
-* ``feed_tags``: a tag given to the entry's feed in feeds.yaml.
+Categories are normalised (case, spacing, punctuation, "&" = "and", paths such as
+"World/Americas" split into parts) and mapped through synonyms (a built-in table plus
+feeds.yaml's ``category_synonyms``).
 
-Every tag carries its reason, e.g. ``category "foreign relations"`` or
-``keyword "embassy" in title``, so an admin can see why an item is in a topic.
+Besides topics, every entry gets a tag ``place:xx`` per country it mentions (places.py) and a
+detected language (language.py). Every tag carries its reason, e.g.
+``category "foreign relations"``, ``keyword "embassy" in title``,
+``classifier 0.52 >= 0.40``, so an admin can see why an item is in a topic.
 """
 
 from __future__ import annotations
@@ -18,9 +21,30 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
-from .config import TopicConfig
+from .classify import Classifier, TopicProfile, load_classifier
+from .config import Config, TopicConfig
+from .language import detect_language, normalise_language
+from .places import Gazetteer, default_gazetteer
+from .rules import (
+    Categories,
+    FeedContext,
+    FeedTags,
+    ItemView,
+    Keywords,
+    Matcher,
+    Places,
+    Regex,
+    compile_rule,
+    feed_tag_key,
+    first_reason,
+)
+from .topicconfig import DEFAULT_SCOPE, TaggingSettings
 from .types import ParsedEntry, TopicTag
+
+Mode = Literal["rules", "classifier", "both"]
+PLACE_PREFIX = "place:"
 
 # Common ways news sites spell the same category. Keys and values are normalised forms;
 # feeds.yaml's category_synonyms extend (and override) this table.
@@ -43,6 +67,26 @@ DEFAULT_SYNONYMS: dict[str, str] = {
     "us politics": "politics",
     "uk politics": "politics",
     "elections": "politics",
+    "government": "politics",
+    "government and politics": "politics",
+    "world politics": "foreign relations",
+    "geopolitics": "foreign relations",
+    "global affairs": "foreign relations",
+    "security and defence": "foreign relations",
+    "defence and diplomacy": "foreign relations",
+    "americas": "world",
+    "europe": "world",
+    "africa": "world",
+    "asia": "world",
+    "asia pacific": "world",
+    "middle east": "world",
+    "money": "business",
+    "finance": "business",
+    "companies": "business",
+    "personal tech": "technology",
+    "science and tech": "technology",
+    "football": "sport",
+    "soccer": "sport",
 }
 
 _SPLIT = re.compile(r"\s*[/>|]\s*")
@@ -56,44 +100,85 @@ def normalise_category(value: str) -> str:
     return " ".join(v.split())
 
 
-def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str] | None:
-    alts = []
-    for kw in sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True):
-        # A phrase matches across any run of whitespace.
-        alts.append(r"\s+".join(re.escape(w) for w in kw.split()))
-    if not alts:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", re.IGNORECASE)
+class Tagging(NamedTuple):
+    """What the tagger found for one entry."""
+
+    tags: tuple[TopicTag, ...]  # topics, then place:xx tags
+    language: str | None
 
 
 @dataclass(frozen=True)
 class _CompiledTopic:
     slug: str
-    keywords: re.Pattern[str] | None
-    regexes: tuple[re.Pattern[str], ...]
-    categories: frozenset[str]
-    feed_tags: frozenset[str]
+    languages: frozenset[str]
+    rules: tuple[Matcher, ...]
+    exclude: tuple[Matcher, ...]
+    threshold: float | None  # None: no classifier for this topic
 
 
 class Tagger:
-    """Topic rules compiled once; ``tag()`` is then a handful of regex searches."""
+    """Topic rules compiled once; ``analyse()`` is then a handful of set lookups and regexes."""
 
     def __init__(
-        self, topics: Sequence[TopicConfig], synonyms: Mapping[str, str] | None = None
+        self,
+        topics: Sequence[TopicConfig],
+        synonyms: Mapping[str, str] | None = None,
+        *,
+        settings: TaggingSettings | None = None,
+        gazetteer: Gazetteer | None = None,
+        classifier: Classifier | None = None,
+        mode: Mode = "both",
     ) -> None:
+        self.settings = settings or TaggingSettings()
+        self.mode = mode
         self.synonyms = dict(DEFAULT_SYNONYMS)
         for k, v in (synonyms or {}).items():
             self.synonyms[normalise_category(k)] = normalise_category(v)
-        self.topics = [
-            _CompiledTopic(
-                slug=t.slug,
-                keywords=_keyword_pattern(t.rules.keywords),
-                regexes=tuple(re.compile(r, re.IGNORECASE) for r in t.rules.regex),
-                categories=frozenset(self.canonical_category(c) for c in t.rules.categories),
-                feed_tags=frozenset(normalise_category(x) for x in t.rules.feed_tags),
+        self.gazetteer = gazetteer if gazetteer is not None else default_gazetteer()
+        self.classifier = classifier
+        self.topic_configs = tuple(topics)
+        self.topics = [self._compile(t) for t in topics]
+
+    @classmethod
+    def from_config(cls, config: Config, *, mode: Mode = "both") -> Tagger:
+        """The tagger feeds.yaml asks for, with the classifier when it is on and installed."""
+        classifier = None
+        if config.tagging.classifier and mode != "rules":
+            classifier = load_classifier(profiles(config.topics), config.tagging.batch_size)
+        return cls(
+            config.topics,
+            config.category_synonyms,
+            settings=config.tagging,
+            classifier=classifier,
+            mode=mode,
+        )
+
+    def _compile(self, t: TopicConfig) -> _CompiledTopic:
+        r = t.rules
+        canon = self.canonical_category
+        matchers: list[Matcher] = []
+        if r.categories:
+            matchers.append(
+                Categories(tuple(canon(c) for c in r.categories), f"categories {r.categories}")
             )
-            for t in topics
-        ]
+        if r.feed_tags:
+            matchers.append(
+                FeedTags(tuple(feed_tag_key(x) for x in r.feed_tags), f"feed_tags {r.feed_tags}")
+            )
+        if r.keywords:
+            matchers.append(Keywords(r.keywords, DEFAULT_SCOPE))
+        if r.regex:
+            matchers.append(Regex(r.regex, DEFAULT_SCOPE))
+        if r.places:
+            matchers.append(Places(r.places, False, f"places {r.places}"))
+        matchers.extend(compile_rule(rule, canon) for rule in r.match)
+        return _CompiledTopic(
+            slug=t.slug,
+            languages=frozenset(t.languages),
+            rules=tuple(matchers),
+            exclude=tuple(compile_rule(rule, canon) for rule in r.exclude),
+            threshold=t.classifier.threshold if t.classifier else None,
+        )
 
     def canonical_category(self, value: str) -> str:
         n = normalise_category(value)
@@ -110,35 +195,60 @@ class Tagger:
         return out
 
     def tag(self, entry: ParsedEntry, feed_tags: Sequence[str] = ()) -> tuple[TopicTag, ...]:
-        cats = self.entry_categories(entry.categories)
-        ftags = {normalise_category(t): t for t in feed_tags}
-        out = []
-        for topic in self.topics:
-            reason = self._reason(topic, entry, cats, ftags)
-            if reason:
-                out.append(TopicTag(topic.slug, reason))
-        return tuple(out)
+        """The topic and place tags of one entry (see ``analyse`` for the language too)."""
+        return self.analyse(entry, FeedContext(tags=tuple(feed_tags))).tags
 
-    @staticmethod
-    def _reason(
-        topic: _CompiledTopic,
-        entry: ParsedEntry,
-        cats: Mapping[str, str],
-        ftags: Mapping[str, str],
-    ) -> str | None:
-        for c in topic.categories:
-            if c in cats:
-                return f'category "{cats[c]}"'
-        for t in topic.feed_tags:
-            if t in ftags:
-                return f'feed tag "{ftags[t]}"'
-        fields = (("title", entry.title), ("text", entry.text))
-        if topic.keywords:
-            for name, value in fields:
-                if m := topic.keywords.search(value):
-                    return f'keyword "{m.group(0)}" in {name}'
-        for rx in topic.regexes:
-            for name, value in fields:
-                if rx.search(value):
-                    return f"regex /{rx.pattern}/ in {name}"
-        return None
+    def analyse(self, entry: ParsedEntry, feed: FeedContext | None = None) -> Tagging:
+        return self.analyse_many([entry], feed)[0]
+
+    def analyse_many(
+        self, entries: Sequence[ParsedEntry], feed: FeedContext | None = None
+    ) -> list[Tagging]:
+        """Tag entries of one feed; the classifier, if any, runs once over the whole batch."""
+        feed = feed or FeedContext()
+        scores: list[dict[str, float]] = [{} for _ in entries]
+        if self.classifier is not None and self.mode != "rules" and entries:
+            scores = self.classifier.scores([e.title + ". " + e.text for e in entries])
+        return [self._one(e, feed, s) for e, s in zip(entries, scores, strict=True)]
+
+    def _one(self, entry: ParsedEntry, feed: FeedContext, scores: Mapping[str, float]) -> Tagging:
+        language = None
+        if self.settings.detect_language:
+            language = detect_language(entry.title, entry.text, feed.language)
+        else:
+            language = normalise_language(feed.language)
+        view = ItemView(
+            entry, feed, self.entry_categories(entry.categories), language, self.gazetteer
+        )
+        out: list[TopicTag] = []
+        for topic in self.topics:
+            if topic.languages and language is not None and language not in topic.languages:
+                continue
+            reason = None
+            if self.mode != "classifier":
+                reason = first_reason(topic.rules, view)
+            if reason is None and topic.threshold is not None and self.mode != "rules":
+                score = scores.get(topic.slug)
+                if score is not None and score >= topic.threshold:
+                    reason = f"classifier {score:.2f} >= {topic.threshold:.2f}"
+            if reason is None:
+                continue
+            if veto := first_reason(topic.exclude, view):
+                del veto  # an excluded item is simply not in the topic
+                continue
+            out.append(TopicTag(topic.slug, reason))
+        if self.settings.place_tags:
+            for code, m in view.places.items():
+                if m.kind == "capital" and not self.settings.capitals_as_places:
+                    continue
+                out.append(TopicTag(PLACE_PREFIX + code.lower(), f'place "{m.form}" ({m.kind})'))
+        return Tagging(tuple(out), language)
+
+
+def profiles(topics: Sequence[TopicConfig]) -> list[TopicProfile]:
+    """The classifier's view of the topics that ask for it."""
+    return [
+        TopicProfile(t.slug, t.description or t.name, t.classifier.examples, t.classifier.threshold)
+        for t in topics
+        if t.classifier is not None
+    ]

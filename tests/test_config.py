@@ -46,9 +46,9 @@ def test_every_error_has_line_column_and_field() -> None:
         "feeds.yaml:4:5: feeds[1].url: not an http(s) URL: 'ftp://example.com/b'",
         "feeds.yaml:5:5: feeds[1].titel: unknown key; did you mean 'title'? "
         "expected one of: url, title, tags, interval, enabled",
-        "feeds.yaml:8:5: topics[0].slug: 'Politics Now' is not a URL slug "
+        "feeds.yaml:8:5: topics[0].slug (topic \"Politics\"): 'Politics Now' is not a URL slug "
         "(lower-case letters, digits and hyphens)",
-        "feeds.yaml:10:15: topics[0].rules.regex[0]: invalid regular expression "
+        'feeds.yaml:10:15: topics[0].rules.regex[0] (topic "Politics"): invalid regular expression '
         "'(unbalanced': missing ), unterminated subpattern at character 1",
     ]
 
@@ -78,13 +78,13 @@ def test_all_errors_at_once_in_file_order() -> None:
         "feeds.yaml:6:5: feeds[1].tags: Input should be a list, got 'notalist'",
         "feeds.yaml:7:5: feeds[1].enabled: Input should be a valid boolean, unable to "
         "interpret input, got 'maybe'",
-        "feeds.yaml:12:21: topics[0].rules.regex[1]: invalid regular expression '[x': "
+        "feeds.yaml:12:21: topics[0].rules.regex[1] (topic \"P\"): invalid regular expression '[x': "
         "unterminated character set at character 1",
-        "feeds.yaml:12:27: topics[0].rules.regex[2]: invalid regular expression 'a)': "
+        "feeds.yaml:12:27: topics[0].rules.regex[2] (topic \"P\"): invalid regular expression 'a)': "
         "unbalanced parenthesis at character 2",
-        "feeds.yaml:13:7: topics[0].rules.keywrds: unknown key; did you mean 'keywords'? "
-        "expected one of: keywords, regex, categories, feed_tags",
-        "feeds.yaml:15:5: topics[1].slug: duplicate slug 'p' (first at topics[0])",
+        "feeds.yaml:13:7: topics[0].rules.keywrds (topic \"P\"): unknown key; did you mean 'keywords'? "
+        "expected one of: keywords, regex, categories, feed_tags, places, match, exclude",
+        "feeds.yaml:15:5: topics[1].slug (topic \"Q\"): duplicate slug 'p' (first at topics[0])",
     ]
 
 
