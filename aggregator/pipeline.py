@@ -8,7 +8,8 @@ The whole flow, in order::
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
     # from here on in a worker thread, off the event loop:
     parsed  = parse(fetched.content, ...)
-    intents = dedup.plan(parsed.entries, repo.entry_hashes(...), tagger)
+    intents = dedup.plan(parsed.entries, repo.entry_hashes(...))
+    intents = tag_intents(tagger, intents, feed)           # topics, places, language
     counts  = repo.save_poll(url, PollSave(intents, etag, ...))   # one transaction
 
 Every outcome is recorded as a poll (status, HTTP status, error text, new/updated counts)
@@ -33,8 +34,8 @@ from .exceptions import AggregatorError, FetchError, NotModified, ParseError, St
 from .fetch import FetchLimits, fetch
 from .parse import parse
 from .schedule import next_poll_at
-from .tag import Tagger
-from .types import Fetched, PollResult, PollSave
+from .tag import Tagger, tag_intents
+from .types import FeedContext, Fetched, PollResult, PollSave
 
 log = logging.getLogger("aggregator.pipeline")
 
@@ -84,8 +85,10 @@ def ingest(
         parsed.entries,
         feed_url,
         stored,
-        lambda entry: tagger.tag(entry, feed_tags),
         tracking=policy.tracking,
+    )
+    intents = tag_intents(
+        tagger, intents, FeedContext(tuple(feed_tags), parsed.title, parsed.language)
     )
     new = sum(i.action == "new" for i in intents)
     updated = sum(i.action == "updated" for i in intents)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .places import Gazetteer, PlaceMention, strip_accents
 from .topicconfig import DEFAULT_SCOPE, Rule
-from .types import ParsedEntry
+from .types import FeedContext, ParsedEntry
 
 _WORD = re.compile(r"\w+")
 _LEADING_WORD = re.compile(r"^\w+")
@@ -32,15 +32,6 @@ def fold(text: str) -> str:
 def feed_tag_key(tag: str) -> str:
     """Feed tags compare like this: 'Foreign-Relations' == 'foreign relations'."""
     return " ".join(re.sub(r"[\W_]+", " ", fold(tag)).split())
-
-
-@dataclass(frozen=True)
-class FeedContext:
-    """What the tagger knows of the feed an item came from."""
-
-    tags: tuple[str, ...] = ()
-    title: str = ""
-    language: str | None = None  # as the feed declares it (often wrong)
 
 
 @dataclass

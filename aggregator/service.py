@@ -32,7 +32,7 @@ class Aggregator:
         self.config = config
         self.config_path = Path(config_path)
         self.repo = repo
-        self.tagger = Tagger(config.topics, config.category_synonyms)
+        self.tagger = Tagger.from_config(config)
         self._ctx: PollContext | None = None
         self._scheduler: PollScheduler | None = None
         # The errors of the last feeds.yaml edit that was refused (None: the file is in use).

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from .classify import Classifier, TopicProfile, load_classifier
@@ -29,7 +29,6 @@ from .language import detect_language, normalise_language
 from .places import Gazetteer, default_gazetteer
 from .rules import (
     Categories,
-    FeedContext,
     FeedTags,
     ItemView,
     Keywords,
@@ -41,7 +40,7 @@ from .rules import (
     first_reason,
 )
 from .topicconfig import DEFAULT_SCOPE, TaggingSettings
-from .types import ParsedEntry, TopicTag
+from .types import EntryIntent, FeedContext, ParsedEntry, TopicTag
 
 Mode = Literal["rules", "classifier", "both"]
 PLACE_PREFIX = "place:"
@@ -252,3 +251,15 @@ def profiles(topics: Sequence[TopicConfig]) -> list[TopicProfile]:
         for t in topics
         if t.classifier is not None
     ]
+
+
+def tag_intents(
+    tagger: Tagger, intents: Sequence[EntryIntent], feed: FeedContext
+) -> list[EntryIntent]:
+    """Tag (and detect the language of) every intent that will be stored, as one batch."""
+    todo = [i for i, intent in enumerate(intents) if intent.action != "unchanged"]
+    results = tagger.analyse_many([intents[i].entry for i in todo], feed)
+    out = list(intents)
+    for i, result in zip(todo, results, strict=True):
+        out[i] = replace(out[i], tags=result.tags, language=result.language)
+    return out

@@ -79,6 +79,28 @@ class EntryIntent:
     action: EntryAction
     entry: ParsedEntry
     tags: tuple[TopicTag, ...] = field(default=())
+    language: str | None = None  # detected by the tagger (ISO 639-1), None if unknown
+
+
+@dataclass(frozen=True)
+class FeedContext:
+    """What the tagger knows of the feed an item came from."""
+
+    tags: tuple[str, ...] = ()
+    title: str = ""
+    language: str | None = None  # as the feed declares it (often wrong)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored, with its feed: what re-tagging and explanations start from."""
+
+    id: int
+    entry: ParsedEntry
+    feed: FeedContext
+    feed_url: str
+    language: str | None
+    tags: tuple[TopicTag, ...]
 
 
 class PollCounts(NamedTuple):

@@ -8,6 +8,7 @@ URL scheme::
     /topics/{slug}.atom       Atom 1.0
     /topics/{slug}.json       JSON Feed 1.1
     /stories.{fmt}            every story (to narrow with filters)
+    /places/{code}.{fmt}      stories mentioning a country (lower-case ISO code: co)
     /healthz                  200 when the store answers, 503 when it does not
     /login, /logout           admin session cookie (admin_web.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
@@ -40,7 +41,9 @@ from . import admin_web, feeds, filters, publish
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
+from .places import country_name
 from .service import Aggregator
+from .tag import PLACE_PREFIX
 
 log = logging.getLogger("aggregator.web")
 
@@ -152,6 +155,22 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         topic = topic_or_404(request.path_params["slug"])
         return await serve_view(request, topic_view(topic), request.path_params["fmt"])
 
+    async def place_feed(request: Request) -> Response:
+        # Place feeds are topic feeds over the place:xx tags the tagger stores.
+        code = request.path_params["slug"]
+        name = country_name(code) if code.isalpha() and code.islower() else None
+        if name is None:
+            raise HTTPException(404, f"no place {code!r}; use a lower-case ISO code, e.g. co")
+        view = feeds.FeedView(
+            path=f"/places/{code}",
+            feed_id=f"urn:aggregator:place:{code}",
+            title=name,
+            description=f"Stories that mention {name}",
+            html_path="/",
+            tag=PLACE_PREFIX + code,
+        )
+        return await serve_view(request, view, request.path_params["fmt"])
+
     async def stories_feed(request: Request) -> Response:
         view = feeds.FeedView(
             path="/stories",
@@ -252,6 +271,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/topics", topics),
             Route("/topics/{slug}.{fmt}", topic_feed),
             Route("/stories.{fmt}", stories_feed),
+            Route("/places/{slug}.{fmt}", place_feed),
             Route("/healthz", healthz),
             *admin_web.routes(agg),
         ],

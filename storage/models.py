@@ -126,6 +126,8 @@ class EntryRow(Base):
     date_from_fetch: Mapped[bool] = mapped_column(Boolean, default=False)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Detected from the item's words (ISO 639-1); NULL when unknown.
+    language: Mapped[str | None] = mapped_column(String(16), index=True)
 
     feed: Mapped[FeedRow] = relationship(back_populates="entries")
     story: Mapped[StoryRow] = relationship(back_populates="entries")

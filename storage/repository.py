@@ -515,6 +515,7 @@ class Repository:
         row.updated = e.updated
         row.date_from_fetch = e.date_from_fetch
         row.last_seen_at = now
+        row.language = intent.language
 
     # -- topics ---------------------------------------------------------------------------
 

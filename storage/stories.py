@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, or_, select, text
+from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.filters import Cursor, StoryPage, StoryQuery, TextQuery, TextTerm
@@ -85,9 +85,9 @@ def _conditions(s: Session, q: StoryQuery) -> list[ColumnElement[bool]] | None:
             StoryRow.id.in_(select(EntryRow.story_id).where(EntryRow.feed_id.in_(feed_ids)))
         )
     if q.langs:
-        lang = or_(
-            *(or_(FeedRow.language == tag, FeedRow.language.like(tag + "-%")) for tag in q.langs)
-        )
+        # The language detected from the entry's words; the feed's declared one if unknown.
+        language = func.coalesce(EntryRow.language, FeedRow.language)
+        lang = or_(*(or_(language == tag, language.like(tag + "-%")) for tag in q.langs))
         conds.append(
             StoryRow.id.in_(
                 select(EntryRow.story_id).join(FeedRow, EntryRow.feed_id == FeedRow.id).where(lang)

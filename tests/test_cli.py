@@ -46,7 +46,9 @@ def test_validate_reports_every_error_and_exits_nonzero(tmp_path: Path) -> None:
     lines = r.stderr.splitlines()
     assert lines[0].startswith("feeds.yaml:3:5: feeds[0].interval: invalid duration 'never'")
     assert lines[1].startswith("feeds.yaml:6:5: topics[0].slug")
-    assert lines[2].startswith("feeds.yaml:7:21: topics[0].rules.regex[0]: invalid regular")
+    assert lines[2].startswith(
+        'feeds.yaml:7:21: topics[0].rules.regex[0] (topic "X"): invalid regular'
+    )
     assert "3 error(s)" in lines[3]
 
 

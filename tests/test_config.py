@@ -78,11 +78,14 @@ def test_all_errors_at_once_in_file_order() -> None:
         "feeds.yaml:6:5: feeds[1].tags: Input should be a list, got 'notalist'",
         "feeds.yaml:7:5: feeds[1].enabled: Input should be a valid boolean, unable to "
         "interpret input, got 'maybe'",
-        "feeds.yaml:12:21: topics[0].rules.regex[1] (topic \"P\"): invalid regular expression '[x': "
+        'feeds.yaml:12:21: topics[0].rules.regex[1] (topic "P"): '
+        "invalid regular expression '[x': "
         "unterminated character set at character 1",
-        "feeds.yaml:12:27: topics[0].rules.regex[2] (topic \"P\"): invalid regular expression 'a)': "
+        'feeds.yaml:12:27: topics[0].rules.regex[2] (topic "P"): '
+        "invalid regular expression 'a)': "
         "unbalanced parenthesis at character 2",
-        "feeds.yaml:13:7: topics[0].rules.keywrds (topic \"P\"): unknown key; did you mean 'keywords'? "
+        'feeds.yaml:13:7: topics[0].rules.keywrds (topic "P"): '
+        "unknown key; did you mean 'keywords'? "
         "expected one of: keywords, regex, categories, feed_tags, places, match, exclude",
         "feeds.yaml:15:5: topics[1].slug (topic \"Q\"): duplicate slug 'p' (first at topics[0])",
     ]
