@@ -17,13 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Plain ALTERs, which SQLite does natively: a batch "move and copy" would recreate the
+    # entries table and lose the full-text triggers that i6_publish put on it.
     # Existing rows stay NULL ("unknown") until `aggregator retag` detects them.
-    with op.batch_alter_table("entries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("language", sa.String(length=16), nullable=True))
-        batch_op.create_index("ix_entries_language", ["language"], unique=False)
+    op.add_column("entries", sa.Column("language", sa.String(length=16), nullable=True))
+    op.create_index("ix_entries_language", "entries", ["language"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("entries", schema=None) as batch_op:
-        batch_op.drop_index("ix_entries_language")
-        batch_op.drop_column("language")
+    op.drop_index("ix_entries_language", table_name="entries")
+    op.execute("ALTER TABLE entries DROP COLUMN language")
