@@ -14,6 +14,7 @@ Nothing here knows about HTTP frameworks; web.py turns a :class:`Rendered` into 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import statistics
@@ -22,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 from storage import Repository
@@ -59,6 +61,10 @@ class Rendered:
     last_modified: datetime
     max_age: int
     media_type: str
+
+    @functools.cached_property
+    def last_modified_http(self) -> str:
+        return format_datetime(self.last_modified, usegmt=True)
 
     def etag_for(self, gzipped: bool) -> str:
         # A strong ETag names one exact representation, so the gzip bytes get their own.
@@ -153,6 +159,12 @@ class ContentVersion:
         self._checked = float("-inf")
         self._seen_local = -1
         self._pending: asyncio.Future[int] | None = None
+
+    def peek(self) -> int | None:
+        """The version if it is known to be current, without reading; else None."""
+        if self._local() == self._seen_local and self._clock() - self._checked < self._ttl:
+            return self._value
+        return None
 
     async def current(self) -> int:
         local = self._local()

@@ -24,11 +24,12 @@ import asyncio
 import functools
 import html
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, feeds, filters, publish
+from . import admin_web, feed_http, feeds, filters, publish
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -47,45 +48,34 @@ from .tag import PLACE_PREFIX
 
 log = logging.getLogger("aggregator.web")
 
-# Downstream sites read feeds and the JSON endpoints from their own pages.
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "ETag, Last-Modified, Link",
-}
+CORS = feed_http.CORS
+
+
+class _RawResponse(Response):
+    """A feed answer whose headers are already final (the hot path sends the same)."""
+
+    def __init__(self, a: feed_http.Answer) -> None:
+        self.status_code = a.status
+        self.body = a.body
+        self.raw_headers = list(a.headers)
+        self.background = None
 
 
 def _base_url(agg: Aggregator, request: Request) -> str:
-    return agg.config.settings.base_url or str(request.base_url).rstrip("/")
+    configured = agg.config.settings.base_url
+    if configured:
+        return configured
+    # What request.base_url gives, without building a URL object on every feed request.
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}".rstrip("/")
 
 
 def _feed_urls(base: str, slug: str) -> dict[str, str]:
     return {fmt: f"{base}/topics/{slug}.{fmt}" for fmt in publish.FORMATS}
-
-
-def _not_modified(request: Request, etags: set[str], last_modified: datetime) -> bool:
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return bool(etags & tags) or "*" in tags
-    ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return last_modified.replace(microsecond=0) <= since
-    return False
-
-
-def _accepts_gzip(request: Request) -> bool:
-    for part in request.headers.get("accept-encoding", "").lower().split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=")
-            return not (params and q.replace("0", "").replace(".", "") == "")
-    return False
 
 
 async def _db(fn: Callable[..., Any], *args: Any) -> Any:
@@ -103,9 +93,15 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
 
     versions = feeds.ContentVersion(agg.repo.content_version, lambda: agg.repo.local_changes)
     cache = feeds.FeedCache()
+    hot = feed_http.HotTable(versions, lambda: id(agg.config))
+
+    views: dict[str, tuple[TopicConfig, feeds.FeedView]] = {}
 
     def topic_view(topic: TopicConfig) -> feeds.FeedView:
-        return feeds.FeedView(
+        known = views.get(topic.slug)
+        if known is not None and known[0] is topic:
+            return known[1]
+        view = feeds.FeedView(
             path=f"/topics/{topic.slug}",
             feed_id=f"urn:aggregator:topic:{topic.slug}",
             title=topic.name,
@@ -113,21 +109,30 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             html_path=f"/#{topic.slug}",
             tag=topic.slug,
         )
+        views[topic.slug] = (topic, view)
+        return view
 
-    def known_tag(key: str) -> bool:
-        # Namespaced keys (place:co) belong to other tag families; topics are checked.
-        return ":" in key or agg.config.topic(key) is not None
+    @functools.lru_cache(maxsize=1024)
+    def parse_query(raw: bytes, minute: int, config_id: int) -> filters.StoryQuery:
+        # Feed readers repeat the same few query strings; relative times resolve to the
+        # minute, so a parse is reusable for that minute (and that configuration).
+        def known_tag(key: str) -> bool:
+            # Namespaced keys (place:co) belong to other tag families; topics are checked.
+            return ":" in key or agg.config.topic(key) is not None
+
+        return filters.parse_query(
+            parse_qsl(raw.decode("latin-1"), keep_blank_values=True),
+            now=datetime.fromtimestamp(minute * 60, UTC),
+            default_limit=agg.config.settings.items_per_feed,
+            is_known_tag=known_tag,
+        )
 
     async def serve_view(request: Request, view: feeds.FeedView, fmt: str) -> Response:
         """Any feed view in any format, with filters, paging and conditional GET."""
         if fmt not in publish.FORMATS:
             raise HTTPException(404, f"unknown format {fmt!r}; use .rss, .atom or .json")
-        query = filters.parse_query(
-            request.query_params.multi_items(),
-            now=datetime.now(UTC),
-            default_limit=agg.config.settings.items_per_feed,
-            is_known_tag=known_tag,
-        )
+        minute = int(time.time() // 60)
+        query = parse_query(request.scope["query_string"], minute, id(agg.config))
         base = _base_url(agg, request)
         version = await versions.current()
         rendered = await cache.get(
@@ -135,21 +140,14 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             version,
             functools.partial(feeds.render_view, agg.repo, view, fmt, base, query, version),
         )
-        gz = _accepts_gzip(request)
-        headers = {
-            "ETag": rendered.etag_for(gz),
-            "Last-Modified": format_datetime(rendered.last_modified, usegmt=True),
-            "Cache-Control": f"public, max-age={rendered.max_age}",
-            "Vary": "Accept-Encoding",
-            **CORS,
-        }
-        etags = {rendered.etag_for(False), rendered.etag_for(True)}
-        if _not_modified(request, etags, rendered.last_modified):
-            return Response(status_code=304, headers=headers)
-        if gz:
-            headers["Content-Encoding"] = "gzip"
-            return Response(rendered.gzipped, media_type=rendered.media_type, headers=headers)
-        return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+        hot.remember(request.scope, rendered, minute)
+        a = feed_http.answer(
+            rendered,
+            feed_http.accepts_gzip(request.headers.get("accept-encoding", "")),
+            request.headers.get("if-none-match"),
+            request.headers.get("if-modified-since"),
+        )
+        return _RawResponse(a)
 
     async def topic_feed(request: Request) -> Response:
         topic = topic_or_404(request.path_params["slug"])
@@ -276,7 +274,8 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             *admin_web.routes(agg),
         ],
         # Outermost, so every path under /admin, whoever registers it, needs the admin token.
-        middleware=[Middleware(AdminGuard)],
+        # Repeat feed GETs are answered from memory before routing (feed_http.py).
+        middleware=[Middleware(AdminGuard), Middleware(feed_http.HotFeeds, table=hot)],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

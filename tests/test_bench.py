@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
             ["--feeds", "3", "--items", "5", "--requests", "20"],
             ["bare feedparser", "ingest first poll", " req "],
         ),
+        (
+            "serve.py",
+            ["--stories", "12", "--seconds", "1", "--connections", "4"],
+            ["aggregator topic feed", "bare starlette+uvicorn", "304", "ratio to"],
+        ),
     ],
 )
 def test_bench_script_runs(script: str, args: list[str], expected: list[str]) -> None:
