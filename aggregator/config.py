@@ -3,6 +3,7 @@
 The file has these top-level keys::
 
     settings:           # optional: database, listen address, fetch limits
+    polling:            # optional: SSRF guard, per-host limit, timeouts, interval bounds
     workers:            # optional: leases between several poller processes
     feeds: [...]        # url, title, tags, interval, enabled
     topics: [...]       # name, slug, description, rules
@@ -16,6 +17,7 @@ All errors are reported at once; a bad file never yields a partial Config.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -100,6 +102,41 @@ class Settings(_Strict):
         return v.rstrip("/") if v else v
 
 
+class PollingConfig(_Strict):
+    """How politely and how defensively feeds are polled (see docs/polling.md)."""
+
+    allow_private_addresses: bool = Field(
+        default=False,
+        description="allow feed URLs on loopback, private, link-local or reserved addresses",
+    )
+    allowed_networks: tuple[str, ...] = Field(
+        default=(), description="CIDR networks allowed even while the SSRF guard is on"
+    )
+    per_host_concurrency: int = Field(default=2, ge=1, le=100)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    connect_timeout: Duration = timedelta(seconds=10)
+    read_timeout: Duration = timedelta(seconds=20)
+    min_interval: Duration = timedelta(minutes=5)
+    max_interval: Duration = timedelta(hours=24)
+    adaptive: bool = True
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as e:
+                raise ValueError(f"{net!r} is not a network such as 10.0.0.0/8: {e}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PollingConfig:
+        if self.min_interval > self.max_interval:
+            raise ValueError("min_interval must not be longer than max_interval")
+        return self
+
+
 def _http_url(v: str) -> str:
     v = v.strip()
     if not re.match(r"^https?://[^/\s]+", v, re.IGNORECASE):
@@ -174,6 +211,7 @@ class Config(_Strict):
     settings: Settings = Settings()
     dedup: DedupSettings = DedupSettings()
     workers: WorkersConfig = WorkersConfig()
+    polling: PollingConfig = PollingConfig()
     feeds: tuple[FeedConfig, ...] = ()
     topics: tuple[TopicConfig, ...] = ()
     category_synonyms: dict[str, str] = Field(default_factory=dict)

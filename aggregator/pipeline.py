@@ -2,10 +2,13 @@
 
 The whole flow, in order::
 
-    state   = repo.feed_state(url)                        # etag, last-modified, errors
-    fetched = await fetch(url, state.etag, ...)           # network (async)
+    state   = repo.feed_state(url)                        # etag, last-modified, moved URL
+    with host slot (per-host limit), global slot:
+    fetched = await fetch(state.moved_to or url, ...)     # network (async)
         304   -> save_poll(not_modified)                  # nothing else changes
+        410   -> save_poll(error, disabled_reason)        # not polled again
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
+                                                          # (429/503: not before Retry-After)
     # from here on in a worker thread, off the event loop:
     parsed  = parse(fetched.content, ...)
     intents = dedup.plan(parsed.entries, repo.entry_hashes(...))
@@ -24,18 +27,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 
 from storage import Repository
 
 from . import dedup
-from .exceptions import AggregatorError, FetchError, NotModified, ParseError, StorageError
-from .fetch import FetchLimits, fetch
+from .exceptions import (
+    AggregatorError,
+    FetchError,
+    Gone,
+    NotModified,
+    ParseError,
+    StorageError,
+)
+from .fetch import FetchLimits, HostLimiter, fetch, host_key
 from .parse import parse
 from .schedule import next_poll_at
 from .tag import Tagger, tag_intents
-from .types import FeedContext, Fetched, PollResult, PollSave
+from .types import FeedContext, FeedState, Fetched, PollResult, PollSave
 
 log = logging.getLogger("aggregator.pipeline")
 
@@ -56,6 +67,13 @@ class PollContext:
     clock: Callable[[], datetime] = utcnow
     policy: dedup.Policy = dedup.DEFAULT_POLICY
     _semaphore: asyncio.Semaphore | None = None
+    _hosts: HostLimiter | None = None
+
+    @property
+    def hosts(self) -> HostLimiter:
+        if self._hosts is None:
+            self._hosts = HostLimiter(self.limits.per_host)
+        return self._hosts
 
     @property
     def semaphore(self) -> asyncio.Semaphore:
@@ -116,6 +134,7 @@ def ingest(
             site_url=parsed.link,
             next_poll_at=next_poll_at(started_at, interval),
             feed_language=parsed.language,
+            moved_to=fetched.moved_to,
         ),
     )
     return result._replace(new=counts.new, updated=counts.updated)
@@ -129,16 +148,24 @@ def _record_error(
     error: str,
     http_status: int | None,
     elapsed_ms: int,
+    *,
+    retry_after: timedelta | None = None,
+    disabled_reason: str | None = None,
 ) -> PollResult:
     state = repo.feed_state(feed_url)
     errors = (state.consecutive_errors if state else 0) + 1
     result = PollResult(feed_url, "error", http_status, error, 0, 0, 0, elapsed_ms)
+    next_at = next_poll_at(started_at, interval, errors)
+    if retry_after is not None:
+        # The server said when it can take us again; never sooner than that.
+        next_at = max(next_at, started_at + retry_after)
     repo.save_poll(
         feed_url,
         PollSave(
             result=result,
             started_at=started_at,
-            next_poll_at=next_poll_at(started_at, interval, errors),
+            next_poll_at=next_at,
+            disabled_reason=disabled_reason,
         ),
     )
     return result
@@ -148,10 +175,18 @@ async def poll_feed(
     ctx: PollContext, feed_url: str, feed_tags: Sequence[str], interval: timedelta
 ) -> PollResult:
     """Poll one feed now and record the outcome. Never raises (but for cancellation)."""
-    async with ctx.semaphore:
+    t0 = time.monotonic()
+    try:
+        state = await asyncio.to_thread(ctx.repo.feed_state, feed_url)
+    except StorageError:
+        state = None  # the poll goes on; saving its outcome will say what is wrong
+    target = state.fetch_url if state else feed_url
+    host = host_key(target)
+    # The host's turn first, then a global slot: a host with hundreds of feeds waits for
+    # its own slots without holding global ones that other hosts could use.
+    async with ctx.hosts.slot(host), ctx.semaphore:
         started_at = ctx.clock()
-        t0 = time.monotonic()
-        result = await _poll(ctx, feed_url, feed_tags, interval, started_at)
+        result = await _poll(ctx, feed_url, state, target, host, feed_tags, interval, started_at)
     log.info(
         "poll feed=%s status=%s http=%s new=%d updated=%d unchanged=%d ms=%d%s",
         feed_url,
@@ -169,6 +204,9 @@ async def poll_feed(
 async def _poll(
     ctx: PollContext,
     feed_url: str,
+    state: FeedState | None,
+    target: str,
+    host: str,
     feed_tags: Sequence[str],
     interval: timedelta,
     started_at: datetime,
@@ -176,24 +214,57 @@ async def _poll(
     repo = ctx.repo
     t0 = time.monotonic()
     try:
-        state = await asyncio.to_thread(repo.feed_state, feed_url)
         try:
             fetched = await fetch(
                 ctx.client,
-                feed_url,
+                target,
                 etag=state.etag if state else None,
                 last_modified=state.last_modified if state else None,
                 limits=ctx.limits,
+                hosts=ctx.hosts,
+                held_host=host,
             )
-        except NotModified:
+        except NotModified as e:
+            _log_moved(feed_url, state, e.moved_to)
             result = PollResult(feed_url, "not_modified", 304, None, 0, 0, 0, _ms(t0))
-            save = PollSave(result, started_at, next_poll_at=next_poll_at(started_at, interval))
+            save = PollSave(
+                result,
+                started_at,
+                next_poll_at=next_poll_at(started_at, interval),
+                moved_to=e.moved_to,
+            )
             await asyncio.to_thread(repo.save_poll, feed_url, save)
             return result
+        except Gone as e:
+            log.warning("feed gone, disabled feed=%s reason=%r", feed_url, str(e))
+            return await asyncio.to_thread(
+                partial(
+                    _record_error,
+                    repo,
+                    feed_url,
+                    started_at,
+                    interval,
+                    str(e),
+                    e.status,
+                    _ms(t0),
+                    disabled_reason=f"{e} ({started_at:%Y-%m-%d %H:%M} UTC)",
+                )
+            )
         except FetchError as e:
             return await asyncio.to_thread(
-                _record_error, repo, feed_url, started_at, interval, str(e), e.status, _ms(t0)
+                partial(
+                    _record_error,
+                    repo,
+                    feed_url,
+                    started_at,
+                    interval,
+                    str(e),
+                    e.status,
+                    _ms(t0),
+                    retry_after=e.retry_after,
+                )
             )
+        _log_moved(feed_url, state, fetched.moved_to)
         tagger = ctx.tagger
         return await asyncio.to_thread(
             ingest, repo, tagger, feed_url, feed_tags, fetched, started_at, interval, ctx.policy
@@ -214,6 +285,11 @@ async def _poll(
             )
         except StorageError:
             return PollResult(feed_url, "error", None, message, 0, 0, 0, _ms(t0))
+
+
+def _log_moved(feed_url: str, state: FeedState | None, moved_to: str | None) -> None:
+    if moved_to and moved_to != (state.moved_to if state else None):
+        log.warning("feed moved permanently feed=%s to=%s", feed_url, moved_to)
 
 
 def _ms(t0: float) -> int:

@@ -65,7 +65,11 @@ PollFn = Callable[[str], Awaitable[datetime | None]]
 
 
 class PollScheduler:
-    """One APScheduler job per enabled feed; each poll says when the next one is due."""
+    """One APScheduler job per enabled feed; each poll says when the next one is due.
+
+    A poll returning None means the feed is not to be polled again (e.g. 410 Gone): its
+    job is removed.
+    """
 
     def __init__(self, poll: PollFn) -> None:
         self._poll = poll
@@ -121,5 +125,10 @@ class PollScheduler:
             log.exception("poll crashed feed=%s", url)
             return
         job: Any = self._scheduler.get_job(url)
-        if job is not None and next_at is not None:
+        if job is None:
+            return
+        if next_at is None:
+            job.remove()
+            self._jobs.discard(url)
+        else:
             job.modify(next_run_time=next_at)

@@ -7,6 +7,7 @@ feed logic of its own: it builds the stages from feeds.yaml and starts or stops 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -49,11 +50,19 @@ class Aggregator:
 
     @property
     def limits(self) -> FetchLimits:
-        s = self.config.settings
+        s, p = self.config.settings, self.config.polling
         return FetchLimits(
             timeout=s.fetch_timeout.total_seconds(),
+            connect_timeout=p.connect_timeout.total_seconds(),
+            read_timeout=p.read_timeout.total_seconds(),
             max_body_bytes=s.max_body_bytes,
+            max_redirects=p.max_redirects,
             user_agent=s.user_agent or USER_AGENT,
+            allow_private=p.allow_private_addresses,
+            allowed_networks=tuple(
+                ipaddress.ip_network(n, strict=False) for n in p.allowed_networks
+            ),
+            per_host=p.per_host_concurrency,
         )
 
     def _context(self) -> PollContext:
@@ -70,7 +79,9 @@ class Aggregator:
         return self._ctx
 
     def enabled_feeds(self) -> list[FeedConfig]:
-        return [f for f in self.config.feeds if f.enabled]
+        """Feeds enabled in feeds.yaml and not disabled by the poller (410 Gone)."""
+        disabled = self.repo.disabled_feeds()
+        return [f for f in self.config.feeds if f.enabled and f.url not in disabled]
 
     async def poll(self, url: str) -> PollResult:
         feed = self.config.feed(url)
@@ -79,9 +90,12 @@ class Aggregator:
         return await poll_feed(self._context(), url, tags, interval)
 
     async def _scheduled_poll(self, url: str) -> datetime | None:
+        """Poll; the next poll time, or None when the feed is no longer to be polled."""
         await self.poll(url)
         state = await asyncio.to_thread(self.repo.feed_state, url)
-        return state.next_poll_at if state else None
+        if state is None or state.disabled_reason:
+            return None
+        return state.next_poll_at
 
     async def poll_all(
         self, urls: list[str] | None = None, on_done: Callable[[PollResult], None] | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class Fetched(NamedTuple):
@@ -22,6 +22,7 @@ class Fetched(NamedTuple):
     etag: str | None
     last_modified: str | None
     elapsed_ms: int
+    moved_to: str | None = None  # where a chain of 301/308 led, to poll from now on
 
 
 class Enclosure(NamedTuple):
@@ -180,6 +181,13 @@ class FeedState(NamedTuple):
     last_modified: str | None
     consecutive_errors: int
     next_poll_at: datetime | None
+    moved_to: str | None = None  # poll this URL instead of ``url`` (a 301/308 said so)
+    disabled_reason: str | None = None  # set by a 410 Gone: not polled
+    hints: dict[str, Any] | None = None  # schedule hints read from the last feed body
+
+    @property
+    def fetch_url(self) -> str:
+        return self.moved_to or self.url
 
 
 class FeedHealth(NamedTuple):
@@ -195,6 +203,8 @@ class FeedHealth(NamedTuple):
     next_poll_at: datetime | None
     entries: int
     items_per_day: float  # new entries per day over the last 7 days
+    moved_to: str | None = None
+    disabled_reason: str | None = None
 
 
 class PollSave(NamedTuple):
@@ -209,3 +219,6 @@ class PollSave(NamedTuple):
     site_url: str | None = None
     next_poll_at: datetime | None = None
     feed_language: str | None = None  # the feed's own <language>, when it was parsed
+    moved_to: str | None = None  # a permanent redirect's target, to poll from now on
+    disabled_reason: str | None = None  # a 410: stop polling the feed
+    hints: dict[str, Any] | None = None  # schedule hints from the body (None: keep stored)

@@ -29,6 +29,8 @@ from .models import FeedRow
 def _free(now: datetime) -> list[ColumnElement[bool]]:
     return [
         FeedRow.enabled.is_(True),
+        # A 410 Gone disabled it (storage keeps why); feeds.yaml cannot re-enable it by itself.
+        FeedRow.disabled_reason.is_(None),
         or_(FeedRow.next_poll_at.is_(None), FeedRow.next_poll_at <= now),
         or_(FeedRow.lease_until.is_(None), FeedRow.lease_until < now),
     ]
@@ -79,7 +81,9 @@ def release(s: Session, owner: str, urls: list[str]) -> None:
 def oldest_overdue(s: Session, now: datetime) -> datetime | None:
     """The due time of the most overdue enabled feed (None when none is overdue)."""
     q = select(func.min(FeedRow.next_poll_at)).where(
-        FeedRow.enabled.is_(True), FeedRow.next_poll_at <= now
+        FeedRow.enabled.is_(True),
+        FeedRow.disabled_reason.is_(None),
+        FeedRow.next_poll_at <= now,
     )
     return s.scalar(q)
 

@@ -82,6 +82,9 @@ class FeedRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The feed's own <language> (or Content-Language), lower-cased; filters use it.
     language: Mapped[str | None] = mapped_column(String(35))
+    moved_to: Mapped[str | None] = mapped_column(Text)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    schedule_hints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     entries: Mapped[list[EntryRow]] = relationship(back_populates="feed")
 

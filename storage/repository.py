@@ -50,6 +50,21 @@ def story_uid(feed_url: str, identity: str) -> str:
     return hashlib.sha256(f"{feed_url}\0{identity}".encode()).hexdigest()[:32]
 
 
+def _state(row: FeedRow) -> FeedState:
+    return FeedState(
+        url=row.url,
+        title=row.title,
+        tags=tuple(row.tags or ()),
+        etag=row.etag,
+        last_modified=row.last_modified,
+        consecutive_errors=row.consecutive_errors,
+        next_poll_at=row.next_poll_at,
+        moved_to=row.moved_to,
+        disabled_reason=row.disabled_reason,
+        hints=dict(row.schedule_hints) if row.schedule_hints else None,
+    )
+
+
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -174,6 +189,10 @@ class Repository:
                     row.title = spec.title
                 row.tags = list(spec.tags)
                 row.enabled = spec.enabled
+                if not spec.enabled:
+                    # An admin who disables a feed has seen why it was disabled: enabling
+                    # it again later polls it again.
+                    row.disabled_reason = None
             for url, row in rows.items():
                 if url not in wanted:
                     row.enabled = False
@@ -183,30 +202,19 @@ class Repository:
             row = s.scalar(select(FeedRow).where(FeedRow.url == url))
             if row is None:
                 return None
-            return FeedState(
-                url=row.url,
-                title=row.title,
-                tags=tuple(row.tags or ()),
-                etag=row.etag,
-                last_modified=row.last_modified,
-                consecutive_errors=row.consecutive_errors,
-                next_poll_at=row.next_poll_at,
-            )
+            return _state(row)
 
     def feed_states(self) -> dict[str, FeedState]:
         with self._reading() as s:
-            return {
-                r.url: FeedState(
-                    r.url,
-                    r.title,
-                    tuple(r.tags or ()),
-                    r.etag,
-                    r.last_modified,
-                    r.consecutive_errors,
-                    r.next_poll_at,
-                )
-                for r in s.scalars(select(FeedRow))
-            }
+            return {r.url: _state(r) for r in s.scalars(select(FeedRow))}
+
+    def disabled_feeds(self) -> dict[str, str]:
+        """url -> reason, for feeds the poller disabled (410 Gone)."""
+        with self._reading() as s:
+            q = select(FeedRow.url, FeedRow.disabled_reason).where(
+                FeedRow.disabled_reason.is_not(None)
+            )
+            return {url: reason or "" for url, reason in s.execute(q).all()}
 
     def feed_health(self, now: datetime | None = None) -> list[FeedHealth]:
         now = now or datetime.now(UTC)
@@ -236,6 +244,8 @@ class Repository:
                     next_poll_at=r.next_poll_at,
                     entries=int(totals.get(r.id, 0)),
                     items_per_day=round(int(recent.get(r.id, 0)) / 7, 2),
+                    moved_to=r.moved_to,
+                    disabled_reason=r.disabled_reason,
                 )
                 for r in s.scalars(select(FeedRow).order_by(FeedRow.id))
             ]
@@ -317,6 +327,12 @@ class Repository:
             if result.status == "ok":
                 feed.etag = save.etag
                 feed.last_modified = save.last_modified
+            if save.moved_to:
+                feed.moved_to = save.moved_to
+            if save.disabled_reason:
+                feed.disabled_reason = save.disabled_reason
+            if save.hints is not None:
+                feed.schedule_hints = save.hints
             if save.feed_title and not feed.title:
                 feed.title = save.feed_title
             if save.site_url:

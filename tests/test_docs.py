@@ -12,6 +12,7 @@ from aggregator.config import (
     Config,
     DedupSettings,
     FeedConfig,
+    PollingConfig,
     Settings,
     TopicConfig,
     TopicRules,
@@ -41,6 +42,7 @@ def test_every_feeds_yaml_key_is_documented() -> None:
         Rule,
         TopicClassifier,
         TaggingSettings,
+        PollingConfig,
     ]
     keys = {f.alias or name for m in models for name, f in m.model_fields.items()}
     missing = keys - documented_keys()
