@@ -27,7 +27,7 @@ import feedparser
 import nh3
 
 from .exceptions import ParseError
-from .types import Enclosure, ParsedEntry, ParsedFeed
+from .types import Enclosure, FeedHints, ParsedEntry, ParsedFeed
 
 __all__ = ["parse"]
 
@@ -332,6 +332,43 @@ def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> P
         language=language or None,
         entries=parsed,
         warnings=ctx.warnings,
+        hints=_feed_hints(feed, content),
+    )
+
+
+_SY_PERIODS = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+    "monthly": timedelta(days=30),
+    "yearly": timedelta(days=365),
+}
+_SKIP_HOURS = re.compile(rb"<skipHours\b[^>]*>(.*?)</skipHours>", re.IGNORECASE | re.DOTALL)
+_SKIP_DAYS = re.compile(rb"<skipDays\b[^>]*>(.*?)</skipDays>", re.IGNORECASE | re.DOTALL)
+_HOUR = re.compile(rb"<hour>\s*(\d{1,2})\s*</hour>", re.IGNORECASE)
+_DAY = re.compile(rb"<day>\s*([A-Za-z]+)\s*</day>", re.IGNORECASE)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _feed_hints(feed: dict[str, Any], content: bytes) -> FeedHints:
+    """RSS <ttl>, sy:updatePeriod/updateFrequency and <skipHours>/<skipDays>."""
+    ttl = _int_or_none(dict.get(feed, "ttl"))
+    period = _SY_PERIODS.get(str(dict.get(feed, "sy_updateperiod") or "").strip().lower())
+    frequency = _int_or_none(dict.get(feed, "sy_updatefrequency")) or 1
+    # feedparser keeps only the last <hour>/<day>, so these are read from the bytes.
+    hours: set[int] = set()
+    if m := _SKIP_HOURS.search(content):
+        # RSS says 0-23; some feeds write 24 for midnight.
+        hours = {int(h) % 24 for h in _HOUR.findall(m.group(1)) if int(h) <= 24}
+    days: set[int] = set()
+    if m := _SKIP_DAYS.search(content):
+        names = (d.decode("ascii").lower() for d in _DAY.findall(m.group(1)))
+        days = {_WEEKDAYS.index(n) for n in names if n in _WEEKDAYS}
+    return FeedHints(
+        ttl=timedelta(minutes=ttl) if ttl else None,
+        update_period=period / min(frequency, 10_000) if period else None,
+        skip_hours=tuple(sorted(hours)),
+        skip_days=tuple(sorted(days)),
     )
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -33,7 +33,7 @@ import httpx
 
 from storage import Repository
 
-from . import dedup
+from . import dedup, schedule
 from .exceptions import (
     AggregatorError,
     FetchError,
@@ -46,7 +46,7 @@ from .fetch import FetchLimits, HostLimiter, fetch, host_key
 from .parse import parse
 from .schedule import next_poll_at
 from .tag import Tagger, tag_intents
-from .types import FeedContext, FeedState, Fetched, PollResult, PollSave
+from .types import FeedContext, FeedState, Fetched, ParsedFeed, PollResult, PollSave
 
 log = logging.getLogger("aggregator.pipeline")
 
@@ -66,6 +66,7 @@ class PollContext:
     concurrency: int = 16
     clock: Callable[[], datetime] = utcnow
     policy: dedup.Policy = dedup.DEFAULT_POLICY
+    timing: schedule.Policy = schedule.DEFAULT_POLICY
     _semaphore: asyncio.Semaphore | None = None
     _hosts: HostLimiter | None = None
 
@@ -92,12 +93,16 @@ def ingest(
     started_at: datetime,
     interval: timedelta,
     policy: dedup.Policy = dedup.DEFAULT_POLICY,
+    timing: schedule.Policy = schedule.DEFAULT_POLICY,
 ) -> PollResult:
     """Parse, dedup, tag and store one fetched body (synchronous: runs in a worker thread)."""
     try:
         parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
     except ParseError as e:
-        return _record_error(repo, feed_url, started_at, interval, str(e), fetched.status, 0)
+        return _record_error(
+            repo, feed_url, started_at, interval, str(e), fetched.status, 0, timing=timing
+        )
+    body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, dedup.identities(parsed.entries, feed_url))
     intents = dedup.plan(
         parsed.entries,
@@ -132,12 +137,38 @@ def ingest(
             last_modified=fetched.last_modified,
             feed_title=parsed.title or None,
             site_url=parsed.link,
-            next_poll_at=next_poll_at(started_at, interval),
+            next_poll_at=next_poll_at(
+                started_at,
+                interval,
+                hints=_with_headers(body_hints, fetched.headers, started_at),
+                policy=timing,
+            ),
             feed_language=parsed.language,
             moved_to=fetched.moved_to,
+            hints=schedule.to_json(body_hints),
         ),
     )
     return result._replace(new=counts.new, updated=counts.updated)
+
+
+def _body_hints(parsed: ParsedFeed, now: datetime) -> schedule.Hints:
+    """What the feed body says about polling: its own hints and how often it publishes."""
+    h = parsed.hints
+    dated = [e.published for e in parsed.entries if not e.date_from_fetch]
+    return schedule.Hints(
+        ttl=h.ttl,
+        update_period=h.update_period,
+        skip_hours=frozenset(h.skip_hours),
+        skip_days=frozenset(h.skip_days),
+        item_gap=schedule.item_gap(dated, now),
+    )
+
+
+def _with_headers(
+    hints: schedule.Hints, headers: Mapping[str, str], now: datetime
+) -> schedule.Hints:
+    max_age, expires = schedule.header_hints(headers, now)
+    return replace(hints, max_age=max_age, expires=expires)
 
 
 def _record_error(
@@ -151,11 +182,13 @@ def _record_error(
     *,
     retry_after: timedelta | None = None,
     disabled_reason: str | None = None,
+    timing: schedule.Policy = schedule.DEFAULT_POLICY,
 ) -> PollResult:
     state = repo.feed_state(feed_url)
     errors = (state.consecutive_errors if state else 0) + 1
     result = PollResult(feed_url, "error", http_status, error, 0, 0, 0, elapsed_ms)
-    next_at = next_poll_at(started_at, interval, errors)
+    hints = schedule.from_json(state.hints if state else None)
+    next_at = next_poll_at(started_at, interval, errors, hints=hints, policy=timing)
     if retry_after is not None:
         # The server said when it can take us again; never sooner than that.
         next_at = max(next_at, started_at + retry_after)
@@ -227,10 +260,13 @@ async def _poll(
         except NotModified as e:
             _log_moved(feed_url, state, e.moved_to)
             result = PollResult(feed_url, "not_modified", 304, None, 0, 0, 0, _ms(t0))
+            hints = _with_headers(
+                schedule.from_json(state.hints if state else None), e.headers, started_at
+            )
             save = PollSave(
                 result,
                 started_at,
-                next_poll_at=next_poll_at(started_at, interval),
+                next_poll_at=next_poll_at(started_at, interval, hints=hints, policy=ctx.timing),
                 moved_to=e.moved_to,
             )
             await asyncio.to_thread(repo.save_poll, feed_url, save)
@@ -248,6 +284,7 @@ async def _poll(
                     e.status,
                     _ms(t0),
                     disabled_reason=f"{e} ({started_at:%Y-%m-%d %H:%M} UTC)",
+                    timing=ctx.timing,
                 )
             )
         except FetchError as e:
@@ -262,12 +299,24 @@ async def _poll(
                     e.status,
                     _ms(t0),
                     retry_after=e.retry_after,
+                    timing=ctx.timing,
                 )
             )
         _log_moved(feed_url, state, fetched.moved_to)
         tagger = ctx.tagger
         return await asyncio.to_thread(
-            ingest, repo, tagger, feed_url, feed_tags, fetched, started_at, interval, ctx.policy
+            partial(
+                ingest,
+                repo,
+                tagger,
+                feed_url,
+                feed_tags,
+                fetched,
+                started_at,
+                interval,
+                ctx.policy,
+                ctx.timing,
+            )
         )
     except asyncio.CancelledError:
         raise

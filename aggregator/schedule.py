@@ -1,13 +1,26 @@
 """When to poll: pure timing functions, and the APScheduler jobs that follow them.
 
-The timing is plain arithmetic on a ``now`` passed in, so tests drive a clock:
+The timing is plain arithmetic on a ``now`` passed in, so tests drive a clock. The formula
+(docs/polling.md has the reasoning)::
 
-* after a success: ``now + interval``, with up to 10% jitter (at most 2 minutes) so feeds
-  configured alike drift apart instead of polling in lockstep;
-* after ``n`` consecutive errors: ``now + min(interval * 2**n, MAX_BACKOFF)``, jittered;
-* at start: a stored ``next_poll_at`` in the future is kept (a restart resumes the plan);
-  otherwise feeds are spread evenly over ``min(interval, STARTUP_SPREAD)`` so a restart does
-  not poll every feed in the same second.
+    base  = interval                                   # the feed's configured interval
+    if adaptive and the feed's dated items show a rate:
+        base = clamp(item_gap, min_interval, max_interval)
+    floor = max(Cache-Control max-age, Expires - now, <ttl>, sy:updatePeriod/Frequency)
+    base  = max(base, min(floor, max_interval))        # never sooner than the feed asks
+    delay = base                                       # after a success (or a 304)
+    delay = min(base * 2**errors, max(MAX_BACKOFF, base))   # after consecutive errors
+    next  = now + delay + rand() * min(delay * 10%, 2 min)  # jitter
+    next  = max(next, now + Retry-After)               # 429/503 (pipeline)
+    next  = the start of the next hour outside <skipHours>/<skipDays> (UTC), if inside
+
+``item_gap`` is ``(now - oldest) / n`` over the ``n`` dated items published in the last 7
+days: the mean time between new items, with the quiet time since the last one counted.
+A feed with no item in a week has no rate and polls at ``max_interval`` when adaptive.
+
+At start, a stored ``next_poll_at`` in the future is kept (a restart resumes the plan);
+otherwise feeds are spread evenly over ``min(interval, STARTUP_SPREAD)`` so a restart does
+not poll every feed in the same second.
 """
 
 from __future__ import annotations
@@ -15,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -28,6 +43,34 @@ MAX_BACKOFF = timedelta(hours=24)
 STARTUP_SPREAD = timedelta(seconds=60)
 JITTER_FRACTION = 0.1
 MAX_JITTER = timedelta(minutes=2)
+RATE_WINDOW = timedelta(days=7)
+_HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The admin's bounds on adaptation (``polling:`` in feeds.yaml)."""
+
+    min_interval: timedelta = timedelta(minutes=5)
+    max_interval: timedelta = timedelta(hours=24)
+    adaptive: bool = True
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What the feed and its server said about polling it, all optional."""
+
+    max_age: timedelta | None = None  # Cache-Control: max-age
+    expires: datetime | None = None  # Expires
+    ttl: timedelta | None = None  # RSS <ttl>
+    update_period: timedelta | None = None  # sy:updatePeriod / sy:updateFrequency
+    skip_hours: frozenset[int] = frozenset()  # UTC hours
+    skip_days: frozenset[int] = frozenset()  # weekdays, Monday = 0
+    item_gap: timedelta | None = None  # mean time between new items (see item_gap())
+
+
+NO_HINTS = Hints()
+DEFAULT_POLICY = Policy()
 
 
 def next_poll_at(
@@ -35,15 +78,95 @@ def next_poll_at(
     interval: timedelta,
     consecutive_errors: int = 0,
     rand: Callable[[], float] = random.random,
+    hints: Hints = NO_HINTS,
+    policy: Policy = DEFAULT_POLICY,
 ) -> datetime:
-    """When to poll a feed next, given its interval and how many polls in a row failed."""
-    delay = interval
+    """When to poll a feed next (the formula is in the module docstring)."""
+    base = interval
+    if policy.adaptive and hints.item_gap is not None:
+        base = min(max(hints.item_gap, policy.min_interval), policy.max_interval)
+    asked = [h for h in (hints.max_age, hints.ttl, hints.update_period) if h is not None]
+    if hints.expires is not None:
+        asked.append(hints.expires - now)
+    if asked:
+        base = max(base, min(max(asked), policy.max_interval))
+    delay = base
     if consecutive_errors > 0:
         # Cap the exponent too: 2**n overflows timedelta long before n is absurd.
         factor = 2 ** min(consecutive_errors, 20)
-        delay = min(interval * factor, max(MAX_BACKOFF, interval))
+        delay = min(base * factor, max(MAX_BACKOFF, base))
     jitter = min(delay * JITTER_FRACTION, MAX_JITTER) * rand()
-    return now + delay + jitter
+    return skip(now + delay + jitter, hints.skip_hours, hints.skip_days)
+
+
+def skip(when: datetime, hours: frozenset[int], days: frozenset[int]) -> datetime:
+    """``when``, or the start of the first later UTC hour outside the skipped hours/days."""
+    if not hours and not days:
+        return when
+    t = when.astimezone(UTC)
+    for step in range(7 * 24 + 1):
+        if t.hour not in hours and t.weekday() not in days:
+            return t if step == 0 else t.replace(minute=0, second=0, microsecond=0)
+        t = t.replace(minute=0, second=0, microsecond=0) + _HOUR
+    return when  # every hour of the week skipped: the feed is confused, not asleep
+
+
+def item_gap(published: Sequence[datetime], now: datetime) -> timedelta | None:
+    """Mean time between items over the last week, counting the quiet since the last one."""
+    recent = [p for p in published if now - RATE_WINDOW < p <= now]
+    if not recent:
+        return None
+    return (now - min(recent)) / len(recent)
+
+
+def header_hints(
+    headers: Mapping[str, str], now: datetime
+) -> tuple[timedelta | None, datetime | None]:
+    """``(max_age, expires)`` from response headers (lower-cased names)."""
+    max_age = None
+    for directive in headers.get("cache-control", "").split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() == "max-age" and value.strip().strip('"').isdigit():
+            max_age = timedelta(seconds=min(int(value.strip().strip('"')), 10**9))
+    expires = None
+    if raw := headers.get("expires"):
+        try:
+            expires = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            expires = None  # "0" and "-1" are common and mean "already expired"
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+    return max_age, expires
+
+
+def to_json(hints: Hints) -> dict[str, Any]:
+    """The body's hints as stored between polls (header hints come with every response)."""
+    out: dict[str, Any] = {}
+    for key in ("ttl", "update_period", "item_gap"):
+        value = getattr(hints, key)
+        if value is not None:
+            out[key] = value.total_seconds()
+    if hints.skip_hours:
+        out["skip_hours"] = sorted(hints.skip_hours)
+    if hints.skip_days:
+        out["skip_days"] = sorted(hints.skip_days)
+    return out
+
+
+def from_json(data: Mapping[str, Any] | None) -> Hints:
+    data = data or {}
+
+    def seconds(key: str) -> timedelta | None:
+        value = data.get(key)
+        return timedelta(seconds=float(value)) if isinstance(value, int | float) else None
+
+    return Hints(
+        ttl=seconds("ttl"),
+        update_period=seconds("update_period"),
+        item_gap=seconds("item_gap"),
+        skip_hours=frozenset(int(h) for h in data.get("skip_hours", ())),
+        skip_days=frozenset(int(d) for d in data.get("skip_days", ())),
+    )
 
 
 def first_poll_at(

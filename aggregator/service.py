@@ -16,7 +16,7 @@ from pathlib import Path
 
 from storage import Repository, open_repository
 
-from . import USER_AGENT, dedup
+from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
 from .pipeline import PollContext, poll_feed
@@ -75,6 +75,11 @@ class Aggregator:
                 limits=self.limits,
                 concurrency=s.max_concurrency,
                 policy=dedup.Policy.from_settings(self.config.dedup),
+                timing=schedule.Policy(
+                    min_interval=self.config.polling.min_interval,
+                    max_interval=self.config.polling.max_interval,
+                    adaptive=self.config.polling.adaptive,
+                ),
             )
         return self._ctx
 

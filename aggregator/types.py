@@ -7,7 +7,7 @@ Frozen dataclasses for domain objects, NamedTuples for stage outputs. ORM rows,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 
@@ -50,6 +50,15 @@ class ParsedEntry:
     orig_link: str | None = None  # feedburner:origLink or similar, when the feed gives one
 
 
+class FeedHints(NamedTuple):
+    """What a feed body says about when to poll it (RSS ttl, sy:update*, skip*)."""
+
+    ttl: timedelta | None = None  # RSS <ttl>
+    update_period: timedelta | None = None  # sy:updatePeriod / sy:updateFrequency
+    skip_hours: tuple[int, ...] = ()  # UTC hours 0-23 not to poll in (<skipHours>)
+    skip_days: tuple[int, ...] = ()  # weekdays, Monday = 0, not to poll on (<skipDays>)
+
+
 class ParsedFeed(NamedTuple):
     """What parse.py returns."""
 
@@ -58,6 +67,7 @@ class ParsedFeed(NamedTuple):
     language: str | None
     entries: list[ParsedEntry]
     warnings: list[str]  # entries skipped, survivable bozo kinds
+    hints: FeedHints = FeedHints()
 
 
 class TopicTag(NamedTuple):
