@@ -200,14 +200,18 @@ def test_a_polled_feed_is_planned_by_its_hints(tmp_path: Path) -> None:
 def test_parse_reads_the_feeds_polling_hints() -> None:
     from aggregator.parse import parse
 
-    body = rss(news_items(2)).replace(
-        b'<rss version="2.0" ',
-        b'<rss version="2.0" xmlns:sy="http://purl.org/rss/1.0/modules/syndication/" ',
-    ).replace(
-        b"<language>en-gb</language>",
-        b"<language>en-gb</language><sy:updatePeriod>daily</sy:updatePeriod>"
-        b"<sy:updateFrequency>4</sy:updateFrequency>"
-        b"<skipHours><hour>0</hour><hour>23</hour><hour>24</hour><hour>99</hour></skipHours>",
+    body = (
+        rss(news_items(2))
+        .replace(
+            b'<rss version="2.0" ',
+            b'<rss version="2.0" xmlns:sy="http://purl.org/rss/1.0/modules/syndication/" ',
+        )
+        .replace(
+            b"<language>en-gb</language>",
+            b"<language>en-gb</language><sy:updatePeriod>daily</sy:updatePeriod>"
+            b"<sy:updateFrequency>4</sy:updateFrequency>"
+            b"<skipHours><hour>0</hour><hour>23</hour><hour>24</hour><hour>99</hour></skipHours>",
+        )
     )
     hints = parse(body, "https://news.example.com/rss", {}, NOW).hints
     assert hints.update_period == 6 * H
