@@ -111,15 +111,22 @@ def render_view(
         ),
     )
     body = publish.render(fmt, meta, page.items)
+    return make_rendered(body, publish.MEDIA_TYPES[fmt], version, updated, max_age(page.items))
+
+
+def make_rendered(
+    body: bytes, media_type: str, version: int, last_modified: datetime, max_age: int
+) -> Rendered:
+    """Bytes ready to serve: gzip and the strong ETag computed once."""
     return Rendered(
         version=version,
         body=body,
         # mtime=0: the same bytes give the same gzip bytes, so the gzip ETag holds too.
         gzipped=gzip.compress(body, compresslevel=6, mtime=0),
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-        last_modified=updated,
-        max_age=max_age(page.items),
-        media_type=publish.MEDIA_TYPES[fmt],
+        last_modified=last_modified,
+        max_age=max_age,
+        media_type=media_type,
     )
 
 

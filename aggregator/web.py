@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import html
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,10 +34,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, feed_http, feeds, filters, publish
+from . import admin_web, feed_http, feeds, filters, pages, publish
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -49,6 +48,7 @@ from .tag import PLACE_PREFIX
 log = logging.getLogger("aggregator.web")
 
 CORS = feed_http.CORS
+HTML = "text/html; charset=utf-8"
 
 
 class _RawResponse(Response):
@@ -72,10 +72,6 @@ def _base_url(agg: Aggregator, request: Request) -> str:
         server = scope.get("server") or ("localhost", 80)
         host = f"{server[0]}:{server[1]}"
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}".rstrip("/")
-
-
-def _feed_urls(base: str, slug: str) -> dict[str, str]:
-    return {fmt: f"{base}/topics/{slug}.{fmt}" for fmt in publish.FORMATS}
 
 
 async def _db(fn: Callable[..., Any], *args: Any) -> Any:
@@ -106,7 +102,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             feed_id=f"urn:aggregator:topic:{topic.slug}",
             title=topic.name,
             description=topic.description or f"{topic.name}: stories from many sources",
-            html_path=f"/#{topic.slug}",
+            html_path=f"/topics/{topic.slug}",
             tag=topic.slug,
         )
         views[topic.slug] = (topic, view)
@@ -191,7 +187,8 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
                         "slug": t.slug,
                         "description": t.description,
                         "stories": counts.get(t.slug, 0),
-                        "feeds": _feed_urls(base, t.slug),
+                        "feeds": pages.feed_urls(base, t.slug),
+                        "page": f"{base}/topics/{t.slug}",
                     }
                     for t in agg.config.topics
                 ]
@@ -199,33 +196,68 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             headers=CORS,
         )
 
+    def summaries(counts: dict[str, int]) -> list[pages.TopicSummary]:
+        return [
+            pages.TopicSummary(t.slug, t.name, t.description, counts.get(t.slug, 0))
+            for t in agg.config.topics
+        ]
+
+    async def serve_page(
+        request: Request, key: tuple[object, ...], build: Callable[[int], feeds.Rendered]
+    ) -> Response:
+        """An HTML/OPML page, cached like the feeds by content version, with validators."""
+        version = await versions.current()
+        rendered = await cache.get(
+            (*key, id(agg.config), _base_url(agg, request)),
+            version,
+            functools.partial(build, version),
+        )
+        a = feed_http.answer(
+            rendered,
+            feed_http.accepts_gzip(request.headers.get("accept-encoding", "")),
+            request.headers.get("if-none-match"),
+            request.headers.get("if-modified-since"),
+        )
+        if rendered.media_type.startswith("text/html"):
+            a.headers.extend(
+                (k.lower().encode(), v.encode()) for k, v in pages.HTML_HEADERS.items()
+            )
+        return _RawResponse(a)
+
     async def home(request: Request) -> Response:
         base = _base_url(agg, request)
-        counts = await _db(agg.repo.topic_counts)
-        rows = []
-        alternates = []
-        for t in agg.config.topics:
-            urls = _feed_urls(base, t.slug)
-            links = " · ".join(
-                f'<a href="{html.escape(u)}">{fmt.upper()}</a>' for fmt, u in urls.items()
+
+        def build(version: int) -> feeds.Rendered:
+            body = pages.home_page(base, summaries(agg.repo.topic_counts()))
+            return feeds.make_rendered(body, HTML, version, datetime.now(UTC), 60)
+
+        return await serve_page(request, ("home",), build)
+
+    async def topics_opml(request: Request) -> Response:
+        base = _base_url(agg, request)
+
+        def build(version: int) -> feeds.Rendered:
+            body = pages.opml(base, summaries(agg.repo.topic_counts()))
+            return feeds.make_rendered(
+                body, pages.OPML_MEDIA_TYPE, version, datetime.now(UTC), 3600
             )
-            alternates.append(
-                f'<link rel="alternate" type="application/atom+xml" '
-                f'title="{html.escape(t.name)}" href="{html.escape(urls["atom"])}">'
-            )
-            rows.append(
-                f'<li id="{html.escape(t.slug)}"><strong>{html.escape(t.name)}</strong> '
-                f"({counts.get(t.slug, 0)} stories) — {links}"
-                f"<br><small>{html.escape(t.description)}</small></li>"
-            )
-        page = (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            "<title>Topic feeds</title>" + "".join(alternates) + "</head><body>"
-            "<h1>Topic feeds</h1><ul>" + "".join(rows) + "</ul>"
-            '<p><a href="/topics">JSON list of topics</a></p></body></html>'
-        )
-        return HTMLResponse(page)
+
+        return await serve_page(request, ("opml",), build)
+
+    async def topic_html(request: Request) -> Response:
+        topic = topic_or_404(request.path_params["slug"])
+        base = _base_url(agg, request)
+        limit = agg.config.settings.items_per_feed
+
+        def build(version: int) -> feeds.Rendered:
+            items = agg.repo.stories(filters.StoryQuery(all_of=(topic.slug,), limit=limit)).items
+            count = agg.repo.topic_counts().get(topic.slug, 0)
+            summary = pages.TopicSummary(topic.slug, topic.name, topic.description, count)
+            body = pages.topic_page(base, summary, items)
+            updated = max((i.updated for i in items), default=feeds.EPOCH)
+            return feeds.make_rendered(body, HTML, version, updated, feeds.max_age(items))
+
+        return await serve_page(request, ("topic-page", topic.slug), build)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -267,7 +299,9 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         routes=[
             Route("/", home),
             Route("/topics", topics),
+            Route("/topics.opml", topics_opml),
             Route("/topics/{slug}.{fmt}", topic_feed),
+            Route("/topics/{slug}", topic_html),
             Route("/stories.{fmt}", stories_feed),
             Route("/places/{slug}.{fmt}", place_feed),
             Route("/healthz", healthz),
