@@ -6,6 +6,9 @@ aggregator poll                poll on schedule, forever (a worker without the w
 aggregator serve               poll on schedule and serve the topic feeds
 aggregator worker              poll due feeds claimed with leases (one of several processes)
 aggregator web                 serve only (= serve --no-poll), one of several web processes
+aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
+aggregator topics list         the topics and their rules
+aggregator opml import|export  the feed list as OPML
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from ruamel.yaml.comments import CommentedMap
 
-from .config import load_config
-from .exceptions import AggregatorError, ConfigError
+from . import feeds_file, opml
+from .config import Config, load_config
+from .exceptions import AggregatorError, ConfigEditError, ConfigError
 from .service import Aggregator
 from .types import PollResult
 
@@ -231,6 +236,183 @@ def web(
 ) -> None:
     """Serve the topic feeds only; `aggregator worker` processes do the polling."""
     serve(config=config, host=host, port=port, no_poll=True, verbose=verbose)
+
+
+# -- editing feeds.yaml ----------------------------------------------------------------------
+
+feeds_app = typer.Typer(help="Edit the feed list in feeds.yaml (comments and order kept).")
+topics_app = typer.Typer(help="The topics defined in feeds.yaml.")
+opml_app = typer.Typer(help="Import or export the feed list as OPML.")
+app.add_typer(feeds_app, name="feeds")
+app.add_typer(topics_app, name="topics")
+app.add_typer(opml_app, name="opml")
+
+
+def _edit(
+    config: Path, change: Callable[[CommentedMap], object], done: str | Callable[[], str]
+) -> Config:
+    """Apply an edit through the validated, atomic path; report and exit 1 if refused."""
+    try:
+        cfg, _ = feeds_file.edit(config, change)
+    except ConfigEditError as e:
+        err_console.print(f"[red]error:[/red] {e.errors[0]}", highlight=False)
+        raise typer.Exit(1) from e
+    except ConfigError as e:
+        err_console.print(f"[red]refused; {config} is unchanged:[/red]", highlight=False)
+        for line in e.errors:
+            err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from e
+    what = done if isinstance(done, str) else done()
+    console.print(f"{what} ({len(cfg.feeds)} feeds, {len(cfg.topics)} topics)", highlight=False)
+    return cfg
+
+
+def _load_config(config: Path) -> Config:
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        for line in e.errors:
+            err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from e
+
+
+@feeds_app.command("add")
+def feeds_add(
+    url: str,
+    config: ConfigOption = Path("feeds.yaml"),
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Repeatable.")] = None,
+    interval: Annotated[str | None, typer.Option(help="e.g. 15m, 2h")] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Add it switched off.")] = False,
+) -> None:
+    """Add a feed to feeds.yaml."""
+    _edit(
+        config,
+        lambda d: feeds_file.add_feed(
+            d, url, title=title, tags=tag or (), interval=interval, enabled=not disabled
+        ),
+        f"added {url}",
+    )
+
+
+@feeds_app.command("remove")
+def feeds_remove(url: str, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Remove a feed from feeds.yaml (its stored items stay)."""
+    _edit(config, lambda d: feeds_file.remove_feed(d, url), f"removed {url}")
+
+
+@feeds_app.command("enable")
+def feeds_enable(url: str, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Switch a feed back on."""
+    _edit(config, lambda d: feeds_file.set_enabled(d, url, True), f"enabled {url}")
+
+
+@feeds_app.command("disable")
+def feeds_disable(url: str, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Stop polling a feed but keep it (and its items) listed."""
+    _edit(config, lambda d: feeds_file.set_enabled(d, url, False), f"disabled {url}")
+
+
+@feeds_app.command("list")
+def feeds_list(
+    config: ConfigOption = Path("feeds.yaml"),
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Only feeds with this tag.")
+    ] = None,
+) -> None:
+    """The feeds in feeds.yaml with their tags, interval and state."""
+    cfg = _load_config(config)
+    table = Table(title=f"Feeds in {config}")
+    for col in ("url", "title", "tags", "interval", "enabled"):
+        table.add_column(col, overflow="fold")
+    shown = [f for f in cfg.feeds if tag is None or tag in f.tags]
+    for f in shown:
+        table.add_row(
+            f.url,
+            f.title or "",
+            ", ".join(f.tags),
+            _duration(cfg.interval_for(f).total_seconds()),
+            "[green]yes[/]" if f.enabled else "[red]no[/]",
+        )
+    console.print(table)
+    console.print(f"{len(shown)} feeds ({sum(f.enabled for f in shown)} enabled)")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@topics_app.command("list")
+def topics_list(config: ConfigOption = Path("feeds.yaml")) -> None:
+    """The topics in feeds.yaml and a summary of their rules."""
+    cfg = _load_config(config)
+    table = Table(title=f"Topics in {config}")
+    for col in ("slug", "name", "rules"):
+        table.add_column(col, overflow="fold")
+    for t in cfg.topics:
+        rules = [
+            f"{key}: {', '.join(values)}"
+            for key, values in t.rules.model_dump().items()
+            if values and isinstance(values, list | tuple)
+        ]
+        table.add_row(t.slug, t.name, "\n".join(rules))
+    console.print(table)
+    console.print(f"{len(cfg.topics)} topics")
+
+
+@opml_app.command("import")
+def opml_import(
+    file: Annotated[Path, typer.Argument(help="An OPML file, e.g. exported from a feed reader.")],
+    config: ConfigOption = Path("feeds.yaml"),
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Add to every feed.")] = None,
+) -> None:
+    """Add every feed of an OPML file that feeds.yaml does not have yet."""
+    try:
+        found = opml.parse_opml(file.read_bytes(), str(file))
+    except OSError as e:
+        err_console.print(f"[red]error:[/red] cannot read {file}: {e}", highlight=False)
+        raise typer.Exit(1) from e
+    except ConfigError as e:
+        err_console.print(f"[red]error:[/red] {e.errors[0]}", highlight=False)
+        raise typer.Exit(1) from e
+    skipped: list[str] = []
+
+    def change(doc: CommentedMap) -> None:
+        present = {f.get("url") for f in doc.get("feeds") or []}
+        for f in found:
+            if f.url in present:
+                skipped.append(f.url)
+                continue
+            tags = list(dict.fromkeys([*f.tags, *(tag or [])]))
+            feeds_file.add_feed(doc, f.url, title=f.title, tags=tags)
+
+    _edit(
+        config,
+        change,
+        lambda: (
+            f"imported {len(found) - len(skipped)} feeds from {file}, "
+            f"{len(skipped)} already present"
+        ),
+    )
+
+
+@opml_app.command("export")
+def opml_export(
+    config: ConfigOption = Path("feeds.yaml"),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the feed list as OPML 2.0 (to stdout by default)."""
+    data = opml.render_opml(_load_config(config).feeds)
+    if output is None:
+        sys.stdout.buffer.write(data)
+    else:
+        feeds_file.write_atomic(output, data.decode())
+        err_console.print(f"wrote {output}", highlight=False)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ One root, so callers can catch everything we raise in one place::
     │   └── Gone              the server answered 410: the feed is disabled
     ├── ParseError            the body is not a feed we can read
     ├── ConfigError           feeds.yaml is invalid (also a ValueError)
+    │   └── ConfigEditError   an edit names a feed/topic that is missing or already there
     └── StorageError          the database failed
 
 Foreign exceptions are wrapped with ``raise ... from e`` so the cause is kept.
@@ -70,6 +71,14 @@ class ConfigError(AggregatorError, ValueError):
         self.path = path
         where = f"{path}: " if path else ""
         super().__init__(where + ("\n" + where).join(errors))
+
+
+class ConfigEditError(ConfigError):
+    """An edit of feeds.yaml cannot be applied; ``status`` is the matching HTTP status."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__([message])
+        self.status = status
 
 
 class StorageError(AggregatorError):
