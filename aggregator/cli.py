@@ -354,13 +354,20 @@ def topics_list(config: ConfigOption = Path("feeds.yaml")) -> None:
         table.add_column(col, overflow="fold")
     for t in cfg.topics:
         rules = [
-            f"{key}: {', '.join(values)}"
-            for key, values in t.rules.model_dump().items()
-            if values and isinstance(values, list | tuple)
+            _rule_summary(key, value)
+            for key, value in t.rules.model_dump(exclude_defaults=True).items()
         ]
         table.add_row(t.slug, t.name, "\n".join(rules))
     console.print(table)
     console.print(f"{len(cfg.topics)} topics")
+
+
+def _rule_summary(key: str, value: object) -> str:
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, str) for v in value):
+            return f"{key}: {', '.join(value)}"
+        return f"{key}: {len(value)} rule(s)"
+    return f"{key}: {value}"
 
 
 @opml_app.command("import")

@@ -36,7 +36,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from .config import Config, parse_config
+from .config import Config, FeedConfig, TopicConfig, parse_config
 from .exceptions import ConfigEditError, ConfigError
 
 T = TypeVar("T")
@@ -165,11 +165,32 @@ def _take_trailing(node: Any) -> CommentToken | None:
         return None
     container, key, slot = _tail(node)
     entry = container.ca.items.get(key)
-    if not entry or entry[slot] is None:
-        return None
-    token: CommentToken = entry[slot]
-    entry[slot] = None
+    token: CommentToken | None = None
+    if entry and entry[slot] is not None:
+        token = entry[slot]
+        entry[slot] = None
+    # A comment after a nested block can also sit at the end of any container on the way.
+    path: list[Any] = []
+    inner = node
+    while _is_block(inner):
+        path.append(inner)
+        inner = inner[list(inner.keys())[-1]] if isinstance(inner, CommentedMap) else inner[-1]
+    for c in reversed(path):
+        if getattr(c.ca, "end", None):
+            token = _merge(token, _from_lines(c.ca.end))
+            c.ca.end = []
     return token
+
+
+def _from_lines(tokens: list[CommentToken]) -> CommentToken:
+    """Whole-line comment tokens (they carry their indentation as a column) as one trailing
+    token (which carries it as text, after the newline ending the item's last line)."""
+    moved = copy.copy(tokens[0])
+    moved.value = "\n" + "".join(
+        (" " * t.column if t.value.lstrip(" ").startswith("#") else "") + t.value.lstrip(" ")
+        for t in tokens
+    )
+    return moved
 
 
 def _set_trailing(node: Any, token: CommentToken | None) -> None:
@@ -205,15 +226,8 @@ def _take_separator(seq: CommentedSeq, i: int) -> CommentToken | None:
     token = _take_trailing(seq[i])
     entry = seq.ca.items.get(i + 1)
     if entry and entry[1]:
-        before_next: list[CommentToken] = entry[1]
+        token = _merge(token, _from_lines(entry[1]))
         entry[1] = None
-        moved = copy.copy(before_next[0])
-        # Those tokens carry their indentation as a column; trailing ones carry it as text.
-        moved.value = "\n" + "".join(
-            (" " * t.column if t.value.lstrip(" ").startswith("#") else "") + t.value.lstrip(" ")
-            for t in before_next
-        )
-        token = _merge(token, moved)
     return token
 
 
@@ -252,7 +266,7 @@ def _remove(seq: CommentedSeq, index: int) -> None:
         _set_trailing(seq[index - 1], after if last else _merge(before, after))
 
 
-def _flow(values: Sequence[str]) -> CommentedSeq:
+def _flow(values: Sequence[Any]) -> CommentedSeq:
     seq = CommentedSeq(list(values))
     seq.fa.set_flow_style()
     return seq
@@ -278,17 +292,30 @@ def _index(seq: CommentedSeq, key: str, value: str) -> int | None:
 # -- feeds -----------------------------------------------------------------------------------
 
 
+def _to_yaml(value: Any) -> Any:
+    """Plain values as the file writes them: short lists of scalars in flow style."""
+    if isinstance(value, Mapping):
+        node = CommentedMap()
+        for k, v in value.items():
+            if v is not None:
+                node[k] = _to_yaml(v)
+        return node
+    if isinstance(value, list | tuple):
+        if all(not isinstance(v, Mapping | list | tuple) for v in value):
+            return _flow(list(value))
+        return CommentedSeq([_to_yaml(v) for v in value])
+    return value
+
+
 def _set(node: CommentedMap, key: str, value: Any) -> None:
-    """Set (or with None, remove) a key, writing lists in flow style as the file does."""
+    """Set (or with None, remove) a key."""
     if value is None:
         node.pop(key, None)
-    elif isinstance(value, list | tuple):
-        node[key] = _flow([str(v) for v in value])
     else:
-        node[key] = value
+        node[key] = _to_yaml(value)
 
 
-FEED_KEYS = ("url", "title", "tags", "interval", "enabled")
+FEED_KEYS = tuple(FeedConfig.model_fields)
 
 
 def add_feed(
@@ -343,24 +370,14 @@ def remove_feed(doc: CommentedMap, url: str) -> None:
 
 # -- topics ----------------------------------------------------------------------------------
 
-TOPIC_KEYS = ("name", "slug", "description", "rules")
+TOPIC_KEYS = tuple(TopicConfig.model_fields)
 
 
 def _topic_node(topic: Mapping[str, Any]) -> CommentedMap:
-    node = CommentedMap()
-    for key in TOPIC_KEYS:
-        if key not in topic or topic[key] is None:
-            continue
-        if key == "rules":
-            rules = CommentedMap()
-            for rk, rv in topic["rules"].items():
-                _set(rules, rk, rv)
-            node["rules"] = rules
-        else:
-            node[key] = topic[key]
     unknown = set(topic) - set(TOPIC_KEYS)
     if unknown:
         raise ConfigEditError(f"unknown topic key(s) {sorted(unknown)}; expected {TOPIC_KEYS}")
+    node: CommentedMap = _to_yaml({k: topic[k] for k in TOPIC_KEYS if k in topic})
     return node
 
 
@@ -385,22 +402,29 @@ def update_topic(doc: CommentedMap, slug: str, changes: Mapping[str, Any]) -> No
 
 
 def _update_topic_node(node: CommentedMap, new: CommentedMap, changes: Mapping[str, Any]) -> None:
-    for key in TOPIC_KEYS:
-        if key not in changes:
-            continue
-        if key == "rules" and isinstance(node.get("rules"), CommentedMap) and "rules" in new:
-            # Keep the rules mapping (and comments on rules left as they were).
-            rules = node["rules"]
-            for rk in list(rules):
-                if rk not in new["rules"]:
-                    del rules[rk]
-            for rk, rv in new["rules"].items():
-                if rules.get(rk) != list(rv):
-                    rules[rk] = rv
+    for key in changes:
+        old_rules = node.get("rules")
+        if key == "rules" and isinstance(old_rules, CommentedMap) and "rules" in new:
+            # Change the rules key by key, so comments on untouched rules stay.
+            new_rules = new["rules"]
+            for rk in list(old_rules):
+                if rk not in new_rules:
+                    del old_rules[rk]
+            for rk, rv in new_rules.items():
+                if _plain(old_rules.get(rk)) != _plain(rv):
+                    old_rules[rk] = rv
         elif key in new:
             node[key] = new[key]
         else:
             node.pop(key, None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def remove_topic(doc: CommentedMap, slug: str) -> None:

@@ -80,7 +80,7 @@ def test_topics_added_and_updated_like_the_others(path: Path) -> None:
     text = path.read_text()
     assert "        - striker\n\n  - name: Colombia\n" in text  # spacing between topics kept
     assert (
-        "Medellín, Petro]\n\n  - name: Climate\n    slug: climate\n    rules:\n"
+        "]\n\n  - name: Climate\n    slug: climate\n    rules:\n"
         "      keywords: [climate, emissions]\n\ncategory_synonyms:\n"
     ) in text
     cfg, _ = ff.edit(
