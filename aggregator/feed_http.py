@@ -31,6 +31,17 @@ CORS = {
 }
 
 
+# A browser sends a preflight before a cross-origin GET that sets its own validators.
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Accept, Accept-Language, If-None-Match, If-Modified-Since",
+    "Access-Control-Max-Age": "86400",
+}
+# Never readable cross-origin: the admin area and its way in.
+_PRIVATE_PREFIXES = ("/admin", "/login", "/logout")
+
+
 class Answer(NamedTuple):
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -139,6 +150,9 @@ class HotFeeds:
         self.table = table
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await _preflight(self.app, scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
@@ -159,3 +173,22 @@ class HotFeeds:
         )
         await send({"type": "http.response.start", "status": a.status, "headers": a.headers})
         await send({"type": "http.response.body", "body": a.body})
+
+
+async def _preflight(
+    app: ASGIApp, scope: MutableMapping[str, Any], receive: Any, send: Any
+) -> None:
+    """Answer a CORS preflight for a public path; anything else goes to the app."""
+    h = _header(scope["headers"], b"origin", b"access-control-request-method")
+    path: str = scope["path"]
+    if (
+        b"origin" not in h
+        or b"access-control-request-method" not in h
+        or path.startswith(_PRIVATE_PREFIXES)
+    ):
+        await app(scope, receive, send)
+        return
+    headers = [(k.lower().encode(), v.encode()) for k, v in PREFLIGHT.items()]
+    headers.append((b"content-length", b"0"))
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})

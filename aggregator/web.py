@@ -10,6 +10,7 @@ URL scheme::
     /stories.{fmt}            every story (to narrow with filters)
     /places/{code}.{fmt}      stories mentioning a country (lower-case ISO code: co)
     /healthz                  200 when the store answers, 503 when it does not
+    /openapi.json             OpenAPI 3.1 description of the public endpoints (openapi.py)
     /login, /logout           admin session cookie (admin_web.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
 
@@ -37,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, feed_http, feeds, filters, pages, publish
+from . import admin_web, feed_http, feeds, filters, openapi, pages, publish
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -266,6 +267,11 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             return JSONResponse({"status": "unhealthy", "database": str(e)}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    async def openapi_json(request: Request) -> Response:
+        # Every module's OPENAPI_PATHS (and OPENAPI_COMPONENTS) is listed here.
+        doc = openapi.document(_base_url(agg, request), [openapi.OPENAPI_PATHS])
+        return JSONResponse(doc, headers=CORS)
+
     async def storage_error(request: Request, exc: Exception) -> Response:
         log.error("storage unavailable path=%s error=%s", request.url.path, exc)
         return JSONResponse(
@@ -305,6 +311,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/stories.{fmt}", stories_feed),
             Route("/places/{slug}.{fmt}", place_feed),
             Route("/healthz", healthz),
+            Route("/openapi.json", openapi_json),
             *admin_web.routes(agg),
         ],
         # Outermost, so every path under /admin, whoever registers it, needs the admin token.
