@@ -3,8 +3,9 @@
 The whole flow, in order::
 
     state   = repo.feed_state(url)                        # etag, last-modified, moved URL
-    with host slot (per-host limit), global slot:
+    with host slot (per-host limit), then a global slot:
     fetched = await fetch(state.moved_to or url, ...)     # network (async)
+    # the host slot is given back here; the global one at the end
         304   -> save_poll(not_modified)                  # nothing else changes
         410   -> save_poll(error, disabled_reason)        # not polled again
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
@@ -25,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -216,10 +218,16 @@ async def poll_feed(
     target = state.fetch_url if state else feed_url
     host = host_key(target)
     # The host's turn first, then a global slot: a host with hundreds of feeds waits for
-    # its own slots without holding global ones that other hosts could use.
-    async with ctx.hosts.slot(host), ctx.semaphore:
-        started_at = ctx.clock()
-        result = await _poll(ctx, feed_url, state, target, host, feed_tags, interval, started_at)
+    # its own slots without holding global ones that other hosts could use. The host's
+    # slot is given back as soon as the fetch ends: parsing and storing a body is our
+    # business, not the host's, and must not hold up the host's next feed.
+    async with AsyncExitStack() as host_slot:
+        await host_slot.enter_async_context(ctx.hosts.slot(host))
+        async with ctx.semaphore:
+            started_at = ctx.clock()
+            result = await _poll(
+                ctx, feed_url, state, target, host, feed_tags, interval, started_at, host_slot
+            )
     log.info(
         "poll feed=%s status=%s http=%s new=%d updated=%d unchanged=%d ms=%d%s",
         feed_url,
@@ -243,20 +251,24 @@ async def _poll(
     feed_tags: Sequence[str],
     interval: timedelta,
     started_at: datetime,
+    host_slot: AsyncExitStack,
 ) -> PollResult:
     repo = ctx.repo
     t0 = time.monotonic()
     try:
         try:
-            fetched = await fetch(
-                ctx.client,
-                target,
-                etag=state.etag if state else None,
-                last_modified=state.last_modified if state else None,
-                limits=ctx.limits,
-                hosts=ctx.hosts,
-                held_host=host,
-            )
+            try:
+                fetched = await fetch(
+                    ctx.client,
+                    target,
+                    etag=state.etag if state else None,
+                    last_modified=state.last_modified if state else None,
+                    limits=ctx.limits,
+                    hosts=ctx.hosts,
+                    held_host=host,
+                )
+            finally:
+                await host_slot.aclose()
         except NotModified as e:
             _log_moved(feed_url, state, e.moved_to)
             result = PollResult(feed_url, "not_modified", 304, None, 0, 0, 0, _ms(t0))
