@@ -182,6 +182,24 @@ class DedupSettings(_Strict):
         description="query parameters to drop from links, besides the built-in list; "
         "a trailing * makes a prefix (e.g. sc_*)",
     )
+    near_duplicates: bool = Field(
+        default=True, description="merge rewritten stories, not only the same link"
+    )
+    window: Duration = Field(
+        default=timedelta(days=3), description="how far apart two items of one story may be"
+    )
+    threshold: float = Field(
+        default=0.35,
+        ge=0.25,
+        le=1.0,
+        description="similarity of title+text (Jaccard) from which two items are one story",
+    )
+    title_threshold: float = Field(
+        default=0.8,
+        ge=0.5,
+        le=1.0,
+        description="title overlap needed to merge short (title-only) items",
+    )
 
     @field_validator("tracking_params")
     @classmethod

@@ -10,8 +10,10 @@ Three questions, answered here without touching the store:
 * **canonical URL**: the key by which entries from different feeds become one story.
 
 ``plan()`` turns a parsed feed plus the stored hashes into one ``EntryIntent`` per entry:
-new, updated or unchanged. Story assignment by canonical URL is done where the story rows
-are (storage); near-duplicate matching of rewritten stories will slot in beside it.
+new, updated or unchanged, with the near-duplicate fingerprint of each entry to store
+(aggregator/neardup.py). The story an entry joins is decided where the story rows are,
+in the poll's transaction (storage): the story of its canonical URL, else the story of its
+closest near-duplicate (``Policy.matcher``), else a new one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from .config import DedupSettings
+from .neardup import Matcher, fingerprint
 from .types import EntryAction, EntryIntent, ParsedEntry, TopicTag
 
 # Query parameters that only say where a click came from, never which article it is.
@@ -96,10 +99,22 @@ class Policy:
     """feeds.yaml ``dedup:`` as the pipeline uses it."""
 
     tracking: Tracking = DEFAULT_TRACKING
+    near_duplicates: bool = True
+    matcher: Matcher = Matcher()
 
     @classmethod
     def from_settings(cls, s: DedupSettings) -> Policy:
-        return cls(tracking=Tracking.with_extra(s.tracking_params))
+        return cls(
+            tracking=Tracking.with_extra(s.tracking_params),
+            near_duplicates=s.near_duplicates,
+            matcher=Matcher(
+                threshold=s.threshold, title_threshold=s.title_threshold, window=s.window
+            ),
+        )
+
+    @property
+    def story_matcher(self) -> Matcher | None:
+        return self.matcher if self.near_duplicates else None
 
 
 DEFAULT_POLICY = Policy()
@@ -227,14 +242,16 @@ def plan(
         else:
             action = "unchanged"
         tags = tuple(tagger(entry)) if tagger and action != "unchanged" else ()
+        url = canonical_url(entry.orig_link or entry.link, feed_url, tracking)
         out.append(
             EntryIntent(
                 identity=identity,
                 content_hash=digest,
-                canonical_url=canonical_url(entry.orig_link or entry.link, feed_url, tracking),
+                canonical_url=url,
                 action=action,
                 entry=entry,
                 tags=tags,
+                fingerprint=fingerprint(entry, url) if action != "unchanged" else None,
             )
         )
     return out

@@ -9,7 +9,8 @@ One root, so callers can catch everything we raise in one place::
     ├── ParseError            the body is not a feed we can read
     ├── ConfigError           feeds.yaml is invalid (also a ValueError)
     │   └── ConfigEditError   an edit names a feed/topic that is missing or already there
-    └── StorageError          the database failed
+    ├── StorageError          the database failed
+    └── StoryError            a story operation was refused (unknown story, bad split)
 
 Foreign exceptions are wrapped with ``raise ... from e`` so the cause is kept.
 """
@@ -83,3 +84,7 @@ class ConfigEditError(ConfigError):
 
 class StorageError(AggregatorError):
     """The database failed; the wrapped SQLAlchemy error is the ``__cause__``."""
+
+
+class StoryError(AggregatorError, ValueError):
+    """A story operation was refused: unknown story or entries, or nothing left to split."""

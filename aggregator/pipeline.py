@@ -148,6 +148,7 @@ def ingest(
             feed_language=parsed.language,
             moved_to=fetched.moved_to,
             hints=schedule.to_json(body_hints),
+            matcher=policy.story_matcher,
         ),
     )
     return result._replace(new=counts.new, updated=counts.updated)

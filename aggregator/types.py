@@ -6,9 +6,10 @@ Frozen dataclasses for domain objects, NamedTuples for stage outputs. ORM rows,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 
 class Fetched(NamedTuple):
@@ -77,6 +78,37 @@ class TopicTag(NamedTuple):
     reason: str  # e.g. 'category "foreign relations"', 'keyword "embassy" in title'
 
 
+class Fingerprint(NamedTuple):
+    """What near-duplicate matching keeps of an entry (aggregator/neardup.py)."""
+
+    features: tuple[int, ...]  # sorted 32-bit hashes of weighted title + lede words
+    title: tuple[str, ...]  # sorted folded title words
+    short: bool  # no text beyond the title
+    host: str | None  # host of the entry's link
+    published: datetime
+    buckets: tuple[int, ...] = ()  # LSH bucket keys; empty when read back from the store
+
+
+class NearCandidate(NamedTuple):
+    """A stored entry that shares an LSH bucket with a new one."""
+
+    entry_id: int
+    story_id: int
+    feed_id: int
+    fingerprint: Fingerprint
+
+
+class StoryMatcher(Protocol):
+    """Picks the story a new entry joins among stored near-duplicate candidates."""
+
+    @property
+    def window(self) -> timedelta: ...
+
+    def choose(
+        self, new: Fingerprint, feed_id: int, candidates: Sequence[NearCandidate]
+    ) -> int | None: ...
+
+
 EntryAction = Literal["new", "updated", "unchanged"]
 
 
@@ -91,6 +123,7 @@ class EntryIntent:
     entry: ParsedEntry
     tags: tuple[TopicTag, ...] = field(default=())
     language: str | None = None  # detected by the tagger (ISO 639-1), None if unknown
+    fingerprint: Fingerprint | None = None  # for near-duplicate stories; None: no words
 
 
 @dataclass(frozen=True)
@@ -165,6 +198,26 @@ class StoryItem:
     sources: tuple[StorySource, ...]  # the first is the one headline and link come from
 
 
+class ClusterEntry(NamedTuple):
+    """One entry of a story, as an admin reviewing merges sees it."""
+
+    entry_id: int
+    feed_url: str
+    feed_title: str
+    title: str
+    link: str | None
+    published: datetime
+
+
+class StoryCluster(NamedTuple):
+    """A story and every entry in it (``aggregator stories``)."""
+
+    uid: str
+    published: datetime
+    entries: tuple[ClusterEntry, ...]  # first seen first: the first one leads
+    split_from: str | None  # uid of the story an admin split this one off, if any
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     slug: str
@@ -232,3 +285,4 @@ class PollSave(NamedTuple):
     moved_to: str | None = None  # a permanent redirect's target, to poll from now on
     disabled_reason: str | None = None  # a 410: stop polling the feed
     hints: dict[str, Any] | None = None  # schedule hints from the body (None: keep stored)
+    matcher: StoryMatcher | None = None  # near-duplicate stories; None: canonical URL only

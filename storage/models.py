@@ -4,7 +4,10 @@
       │
       └──< entries >── stories          (a story groups entries that are one article)
               │
-              └──< entry_tags           (topic slug + the reason it was given)
+              ├──< entry_tags           (topic slug + the reason it was given)
+              ├──  entry_signatures     (near-duplicate features of the entry)
+              └──< story_buckets        (LSH bucket keys: the indexed near-duplicate lookup)
+    stories ──< story_splits            (entries an admin moved off a story, and where to)
 
 An entry is unique per (feed, identity). A story's ``uid`` is fixed when the story is made
 and is the published item id forever. Changes go through Alembic migrations
@@ -18,11 +21,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -181,3 +186,43 @@ class ContentVersionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EntrySignatureRow(Base):
+    """What near-duplicate matching compares (aggregator/neardup.py), one row per entry."""
+
+    __tablename__ = "entry_signatures"
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    features: Mapped[bytes] = mapped_column(LargeBinary)  # sorted little-endian uint32s
+    title: Mapped[str] = mapped_column(Text)  # folded title words, space-separated
+    short: Mapped[bool] = mapped_column(Boolean)
+    host: Mapped[str | None] = mapped_column(String(255))
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StoryBucketRow(Base):
+    """One LSH bucket of one entry: entries sharing a bucket are near-duplicate candidates."""
+
+    __tablename__ = "story_buckets"
+    __table_args__ = (Index("ix_story_buckets_bucket_published", "bucket", "published"),)
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StorySplitRow(Base):
+    """An admin split entries off a story: kept so the split is visible and stays done."""
+
+    __tablename__ = "story_splits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
+    new_story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
+    entry_ids: Mapped[list[int]] = mapped_column(JSON)
+    split_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -32,13 +32,18 @@ from aggregator.types import (
     FeedHealth,
     FeedSpec,
     FeedState,
+    NearCandidate,
     PollCounts,
     PollSave,
+    StoryCluster,
     StoryItem,
+    StoryMatcher,
     StorySource,
 )
 
+from . import clusters as clusters_store
 from . import leases
+from . import neardup as neardup_store
 from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
 from .stories import story_page
 
@@ -300,6 +305,27 @@ class Repository:
         with self._reading() as s:
             return int(s.scalar(select(func.count()).select_from(StoryRow)) or 0)
 
+    # -- story clusters (storage/clusters.py) -----------------------------------------------------
+
+    def story_clusters(self, since: datetime, limit: int = 20) -> list[StoryCluster]:
+        """Stories first published since ``since``, the most entries first."""
+        with self._reading() as s:
+            return clusters_store.clusters(s, since, limit)
+
+    def story_cluster(self, uid: str) -> StoryCluster | None:
+        with self._reading() as s:
+            return clusters_store.story(s, uid)
+
+    def split_story(self, uid: str, entry_ids: Sequence[int], now: datetime) -> str:
+        """Move entries off a story into a new one (StoryError if refused); the new uid."""
+        with self._writing() as s:
+            return clusters_store.split(s, uid, entry_ids, now)
+
+    def entry_stories(self) -> list[tuple[str, str, str | None, str]]:
+        """(feed URL, identity, link, story uid) of every entry."""
+        with self._reading() as s:
+            return clusters_store.entry_stories(s)
+
     # -- polls ----------------------------------------------------------------------------
 
     def save_poll(self, feed_url: str, save: PollSave) -> PollCounts:
@@ -311,7 +337,7 @@ class Repository:
                 feed = FeedRow(url=feed_url, title="", tags=[], enabled=True, consecutive_errors=0)
                 s.add(feed)
                 s.flush()
-            counts = self._save_intents(s, feed, save.intents, save.started_at)
+            counts = self._save_intents(s, feed, save.intents, save.started_at, save.matcher)
             feed.last_attempt_at = save.started_at
             feed.last_status = result.status
             feed.last_http_status = result.http_status
@@ -372,7 +398,12 @@ class Repository:
         )
 
     def _save_intents(
-        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+        self,
+        s: Session,
+        feed: FeedRow,
+        intents: Sequence[EntryIntent],
+        now: datetime,
+        matcher: StoryMatcher | None = None,
     ) -> PollCounts:
         rows: dict[str, EntryRow] = {}
         idents = [i.identity for i in intents]
@@ -392,7 +423,7 @@ class Repository:
                 row.last_seen_at = now
                 unchanged += 1
         s.flush()
-        new = self._insert_entries(s, feed, fresh, now) if fresh else 0
+        new = self._insert_entries(s, feed, fresh, now, matcher) if fresh else 0
         return PollCounts(new, updated, unchanged)
 
     def _insert(self, s: Session, table: Any) -> Any:
@@ -405,10 +436,15 @@ class Repository:
         raise StorageError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
 
     def _insert_entries(
-        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+        self,
+        s: Session,
+        feed: FeedRow,
+        intents: Sequence[EntryIntent],
+        now: datetime,
+        matcher: StoryMatcher | None = None,
     ) -> int:
-        """Insert new entries in bulk; each joins the story of its canonical URL or starts one."""
-        story_ids = self._stories_for(s, feed, intents, now)
+        """Insert new entries in bulk, each in the story it joins (``_stories_for``)."""
+        story_ids = self._stories_for(s, feed, intents, now, matcher)
         values = []
         for intent in intents:
             row = EntryRow(feed_id=feed.id, story_id=story_ids[intent.identity])
@@ -430,6 +466,14 @@ class Repository:
         ]
         if tags:
             s.execute(self._insert(s, EntryTagRow), tags)
+        neardup_store.save(
+            s,
+            [
+                (inserted[i.identity], i.fingerprint)
+                for i in intents
+                if i.identity in inserted and i.fingerprint is not None
+            ],
+        )
         # Stories that an entry of this poll joined are updated when it is newer.
         for intent in intents:
             if intent.identity in inserted:
@@ -445,48 +489,88 @@ class Repository:
         return len(inserted)
 
     def _stories_for(
-        self, s: Session, feed: FeedRow, intents: Sequence[EntryIntent], now: datetime
+        self,
+        s: Session,
+        feed: FeedRow,
+        intents: Sequence[EntryIntent],
+        now: datetime,
+        matcher: StoryMatcher | None,
     ) -> dict[str, int]:
-        """identity -> story id: the story with the entry's canonical URL, else a new one."""
+        """identity -> story id, for the new entries of one poll, in order.
+
+        An entry joins the story of its canonical URL (a story's own or any of its
+        entries'), else the story of its closest near-duplicate (stored, or earlier in this
+        poll) when ``matcher`` is given, else starts a story of its own.
+        """
         urls = list({i.canonical_url for i in intents if i.canonical_url})
-        by_url: dict[str, int] = {}
-        for chunk in _chunks(urls):
-            q = select(StoryRow.canonical_url, StoryRow.id).where(StoryRow.canonical_url.in_(chunk))
+        by_url = self._story_ids_by_url(s, urls)
+        for chunk in _chunks([u for u in urls if u not in by_url]):
+            q = (
+                select(EntryRow.canonical_url, func.min(EntryRow.story_id))
+                .where(EntryRow.canonical_url.in_(chunk))
+                .group_by(EntryRow.canonical_url)
+            )
             by_url.update({u: sid for u, sid in s.execute(q).all() if u})
-        creating: dict[str, dict[str, Any]] = {}  # uid -> row values
-        claimed: set[str] = set(by_url)
-        for intent in intents:
-            url = intent.canonical_url
-            if url in claimed:
-                continue
-            if url:
-                claimed.add(url)
-            uid = story_uid(feed.url, intent.identity)
-            creating[uid] = {
-                "uid": uid,
-                "canonical_url": url,
-                "published": intent.entry.published,
-                "updated": intent.entry.updated,
+        # A target is a stored story id (int) or the identity of the entry of this poll
+        # that starts a new story (str).
+        url_target: dict[str, int | str] = dict(by_url)
+        targets: dict[str, int | str] = {}
+        roots: dict[str, EntryIntent] = {}
+        batch: list[NearCandidate] = []  # this poll's entries, under pseudo story ids < 0
+        pseudo: dict[int, str] = {}
+        for n, intent in enumerate(intents):
+            url, fp = intent.canonical_url, intent.fingerprint
+            target: int | str | None = url_target.get(url) if url else None
+            if target is None and matcher is not None and fp is not None:
+                found = neardup_store.candidates(s, fp, matcher.window) + batch
+                chosen = matcher.choose(fp, feed.id, found)
+                if chosen is not None:
+                    target = pseudo.get(chosen, chosen)
+            if target is None:
+                target = intent.identity
+                roots[intent.identity] = intent
+                pseudo[-len(roots)] = intent.identity
+            targets[intent.identity] = target
+            if url and url not in url_target:
+                url_target[url] = target
+            if fp is not None:
+                story_key = target if isinstance(target, int) else -list(roots).index(target) - 1
+                batch.append(NearCandidate(-n - 1, story_key, feed.id, fp))
+        creating = {
+            story_uid(feed.url, i.identity): {
+                "uid": story_uid(feed.url, i.identity),
+                "canonical_url": i.canonical_url,
+                "published": i.entry.published,
+                "updated": i.entry.updated,
                 "created_at": now,
             }
+            for i in roots.values()
+        }
         if creating:
             # Racing another process for a URL or a uid loses quietly; the lookups below
             # then find the winner's story.
             s.execute(self._insert(s, StoryRow), list(creating.values()))
-        missing_urls = [u for u in claimed if u not in by_url]
-        for chunk in _chunks(missing_urls):
-            q = select(StoryRow.canonical_url, StoryRow.id).where(StoryRow.canonical_url.in_(chunk))
-            by_url.update({u: sid for u, sid in s.execute(q).all() if u})
+        by_url.update(
+            self._story_ids_by_url(s, [i.canonical_url for i in roots.values() if i.canonical_url])
+        )
         by_uid: dict[str, int] = {}
         for chunk in _chunks(list(creating)):
             q = select(StoryRow.uid, StoryRow.id).where(StoryRow.uid.in_(chunk))
             by_uid.update(dict(s.execute(q).all()))
+        root_story = {
+            ident: by_url[i.canonical_url]
+            if i.canonical_url
+            else by_uid[story_uid(feed.url, ident)]
+            for ident, i in roots.items()
+        }
+        return {ident: t if isinstance(t, int) else root_story[t] for ident, t in targets.items()}
+
+    @staticmethod
+    def _story_ids_by_url(s: Session, urls: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        for intent in intents:
-            if intent.canonical_url:
-                out[intent.identity] = by_url[intent.canonical_url]
-            else:
-                out[intent.identity] = by_uid[story_uid(feed.url, intent.identity)]
+        for chunk in _chunks(list(urls)):
+            q = select(StoryRow.canonical_url, StoryRow.id).where(StoryRow.canonical_url.in_(chunk))
+            out.update({u: sid for u, sid in s.execute(q).all() if u})
         return out
 
     def _update_entry(self, s: Session, row: EntryRow, intent: EntryIntent, now: datetime) -> None:
@@ -494,6 +578,9 @@ class Repository:
         self._fill_entry(row, intent, now)
         # An edit is not a new article: keep the date it was first published under.
         row.published = first_published
+        # The edited text is what later items are compared with; the story stays.
+        fp = intent.fingerprint
+        neardup_store.replace(s, row.id, fp._replace(published=first_published) if fp else None)
         # The feed's own update time when it moved forward; else the edit is dated when seen.
         given = intent.entry.updated
         row.updated = given if not intent.entry.date_from_fetch and given > last_updated else now

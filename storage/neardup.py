@@ -1,0 +1,116 @@
+"""Queries of the near-duplicate story lookup: signatures and LSH buckets.
+
+The decision (is this a near-duplicate, of which story) is made by the caller's
+``StoryMatcher`` (aggregator/neardup.py); this module only stores fingerprints and finds
+the stored entries that share a bucket with a new one, through the
+``ix_story_buckets_bucket_published`` index, so one lookup costs the same however many
+entries are stored.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from aggregator.types import Fingerprint, NearCandidate
+
+from .models import EntryRow, EntrySignatureRow, StoryBucketRow
+
+# Entries sharing most buckets first; a bound so that a crowded bucket (a very common
+# title) cannot make one lookup expensive.
+CANDIDATE_LIMIT = 50
+
+
+def _pack(features: Sequence[int]) -> bytes:
+    a = array("I", features)
+    if a.itemsize != 4:  # pragma: no cover - every platform we run on has 32-bit "I"
+        a = array("L", features)
+    return a.tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[int, ...]:
+    return tuple(array("I", blob))
+
+
+def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
+    """Store the fingerprints of newly inserted entries (entry id, fingerprint)."""
+    if not fingerprints:
+        return
+    s.execute(
+        insert(EntrySignatureRow),
+        [
+            {
+                "entry_id": eid,
+                "features": _pack(fp.features),
+                "title": " ".join(fp.title),
+                "short": fp.short,
+                "host": fp.host,
+                "published": fp.published,
+            }
+            for eid, fp in fingerprints
+        ],
+    )
+    rows = [
+        {"entry_id": eid, "bucket": b, "published": fp.published}
+        for eid, fp in fingerprints
+        for b in dict.fromkeys(fp.buckets)
+    ]
+    for i in range(0, len(rows), 1000):
+        s.execute(insert(StoryBucketRow), rows[i : i + 1000])
+
+
+def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
+    """An entry was edited: its fingerprint follows (its story does not change)."""
+    s.execute(delete(StoryBucketRow).where(StoryBucketRow.entry_id == entry_id))
+    s.execute(delete(EntrySignatureRow).where(EntrySignatureRow.entry_id == entry_id))
+    if fp is not None:
+        save(s, [(entry_id, fp)])
+
+
+def candidates(
+    s: Session, fp: Fingerprint, window: timedelta, limit: int = CANDIDATE_LIMIT
+) -> list[NearCandidate]:
+    """Stored entries published within ``window`` that share an LSH bucket with ``fp``."""
+    if not fp.buckets:
+        return []
+    shared = func.count().label("shared")
+    ids = [
+        eid
+        for eid, _n in s.execute(
+            select(StoryBucketRow.entry_id, shared)
+            .where(
+                StoryBucketRow.bucket.in_(list(dict.fromkeys(fp.buckets))),
+                StoryBucketRow.published >= fp.published - window,
+                StoryBucketRow.published <= fp.published + window,
+            )
+            .group_by(StoryBucketRow.entry_id)
+            .order_by(shared.desc(), StoryBucketRow.entry_id)
+            .limit(limit)
+        ).all()
+    ]
+    if not ids:
+        return []
+    q = (
+        select(EntrySignatureRow, EntryRow.story_id, EntryRow.feed_id)
+        .join(EntryRow, EntryRow.id == EntrySignatureRow.entry_id)
+        .where(EntrySignatureRow.entry_id.in_(ids))
+    )
+    return [
+        NearCandidate(
+            entry_id=sig.entry_id,
+            story_id=story_id,
+            feed_id=feed_id,
+            fingerprint=Fingerprint(
+                features=_unpack(sig.features),
+                title=tuple(sig.title.split()),
+                short=sig.short,
+                host=sig.host,
+                published=sig.published,
+            ),
+        )
+        for sig, story_id, feed_id in s.execute(q).all()
+    ]
