@@ -40,8 +40,12 @@ def two_sites(
     # The "Spanish" feed's items are in English: trust its <language> here, not detection
     # (test_language.py covers detection overriding a feed that says the wrong language).
     path = tmp_path / "feeds.yaml"
+    # Both sites carry the same 12 texts under their own links: here they stay 24 items
+    # (these tests count and page items; test_stories.py covers near-duplicate merging).
     path.write_text(
-        config_yaml(feeds, database_url=db_url) + "tagging:\n  detect_language: false\n"
+        config_yaml(feeds, database_url=db_url)
+        + "tagging:\n  detect_language: false\n"
+        + "dedup:\n  near_duplicates: false\n"
     )
     agg = Aggregator.from_file(path)
     poll_all(agg)

@@ -1,7 +1,7 @@
 """near-duplicate stories: entry signatures, LSH buckets, remembered splits
 
 Revision ID: i4_dedup
-Revises: i5_tagging
+Revises: i3_polling
 Create Date: 2026-11-25
 """
 
