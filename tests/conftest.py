@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from browser import chromium_driver
 from pg import PostgresCluster
+from selenium import webdriver
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 
@@ -168,3 +170,10 @@ def admin_token(monkeypatch: pytest.MonkeyPatch) -> str:
 def admin_headers(admin_token: str) -> dict[str, str]:
     """Headers that pass the /admin guard: ``client.get("/admin/x", headers=admin_headers)``."""
     return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
+def chromium() -> Iterator[webdriver.Chrome]:
+    """A headless Chromium (Selenium WebDriver) with an empty profile; fails if not installed."""
+    with chromium_driver() as driver:
+        yield driver
