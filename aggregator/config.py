@@ -215,7 +215,8 @@ class WorkersConfig(_Strict):
 
     lease: Duration = Field(
         default=timedelta(minutes=5),
-        description="how long a claimed feed stays a worker's; longer than one whole poll",
+        description="how long a claimed feed stays a worker's without renewal; a live worker "
+        "renews the leases of its polls in flight, so this is how soon a dead one's feeds move",
     )
     claim_every: Duration = Field(
         default=timedelta(seconds=2), description="how often a worker looks for due feeds"
@@ -223,6 +224,15 @@ class WorkersConfig(_Strict):
     batch: int | None = Field(
         default=None, ge=1, le=1000, description="feeds claimed at once (max_concurrency)"
     )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_ticks(self) -> WorkersConfig:
+        # Renewals happen on claim ticks; a lease shorter than two ticks could lapse between.
+        if self.lease <= 2 * self.claim_every:
+            raise ValueError(
+                f"lease ({self.lease}) must be longer than two claim_every ({self.claim_every})"
+            )
+        return self
 
 
 class Config(_Strict):

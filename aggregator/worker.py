@@ -7,7 +7,11 @@ Any number of workers (processes, machines) run this against one database::
         for url in urls: start poll(url)        # its save sets next_poll_at, drops the lease
 
 A worker never holds more feeds than it polls at once, so the rest stay free for the
-others. When the store is down the claim fails; the worker logs it, waits (doubling up to
+others. Every tick past half a lease it renews the leases of its polls still in flight (a
+poll may wait behind the per-host limit or a slow server for longer than a lease), so only a
+dead worker's leases expire (the lease must be longer than two claim_every ticks).
+
+When the store is down the claim fails; the worker logs it, waits (doubling up to
 ``MAX_CLAIM_BACKOFF``) and carries on by itself once the store answers again.
 """
 
@@ -38,6 +42,8 @@ class LeaseStore(Protocol):
     ) -> list[str]: ...
 
     def release_leases(self, owner: str, urls: list[str]) -> None: ...
+
+    def renew_leases(self, owner: str, urls: list[str], until: datetime) -> int: ...
 
 
 def worker_id() -> str:
@@ -71,6 +77,7 @@ class ClaimLoop:
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.claim_failures = 0
         self._retry_at: datetime | None = None
+        self._renewed_at: datetime | None = None
         self._more_waiting = False
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
@@ -99,6 +106,7 @@ class ClaimLoop:
             now = self.clock()
             if self._retry_at is not None and now < self._retry_at:
                 return []
+            await self._renew(now)
             free = self.capacity - len(self.in_flight)
             if free <= 0:
                 self._more_waiting = True
@@ -126,6 +134,22 @@ class ClaimLoop:
             for url in urls:
                 self.in_flight[url] = asyncio.create_task(self._run(url), name=f"poll {url}")
             return urls
+
+    async def _renew(self, now: datetime) -> None:
+        if not self.in_flight:
+            self._renewed_at = None
+            return
+        if self._renewed_at is not None and now - self._renewed_at < self.lease / 2:
+            return
+        # Claims set lease_until = claim time + lease, so the oldest in-flight lease is at
+        # most half a lease from expiring here.
+        try:
+            await asyncio.to_thread(
+                self.store.renew_leases, self.owner, list(self.in_flight), now + self.lease
+            )
+            self._renewed_at = now
+        except StorageError as e:
+            log.warning("could not renew leases owner=%s error=%s", self.owner, e)
 
     async def _run(self, url: str) -> None:
         try:

@@ -13,7 +13,9 @@ On SQLite ``FOR UPDATE`` renders as nothing; the claim runs in a ``BEGIN IMMEDIA
 transaction, so claims are one at a time anyway. The poll's own save sets the next due
 time and clears the lease in the same transaction as the entries (``release_in``), so a
 feed is never both saved and still leased. A worker that dies keeps its leases until they
-expire; then any worker takes the feeds over.
+expire; then any worker takes the feeds over. A live worker renews the leases of the polls it
+still has in flight (queued behind the per-host limit, or slow), so a lease only ever lapses
+when its worker is gone, not when it is merely busy.
 """
 
 from __future__ import annotations
@@ -76,6 +78,19 @@ def release(s: Session, owner: str, urls: list[str]) -> None:
             .values(lease_owner=None, lease_until=None)
             .execution_options(synchronize_session=False)
         )
+
+
+def renew(s: Session, owner: str, urls: list[str], until: datetime) -> int:
+    """Extend the leases ``owner`` still holds on ``urls``; how many it still held."""
+    if not urls:
+        return 0
+    result = s.execute(
+        update(FeedRow)
+        .where(FeedRow.url.in_(urls), FeedRow.lease_owner == owner)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def oldest_overdue(s: Session, now: datetime) -> datetime | None:

@@ -266,6 +266,10 @@ class Repository:
         with self._writing() as s:
             leases.release(s, owner, list(urls))
 
+    def renew_leases(self, owner: str, urls: Sequence[str], until: datetime) -> int:
+        with self._writing() as s:
+            return leases.renew(s, owner, list(urls), until)
+
     def queue_lag(self, now: datetime) -> timedelta:
         """now minus the due time of the most overdue feed (zero when none is overdue)."""
         with self._reading() as s:

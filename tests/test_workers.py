@@ -69,6 +69,46 @@ def test_an_expired_lease_is_taken_over_and_a_save_gives_the_lease_back(db_url: 
         repo.close()
 
 
+def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str) -> None:
+    """Polls stuck behind the per-host limit outlive a lease: the live worker keeps them."""
+    from aggregator.worker import ClaimLoop
+
+    repo = open_repository(db_url)
+    clock = [NOW]
+    release = asyncio.Event()
+
+    async def slow_poll(url: str) -> None:
+        await release.wait()
+
+    try:
+        urls = _feeds(repo, 2)
+
+        async def run() -> None:
+            busy = ClaimLoop(
+                repo,
+                slow_poll,
+                lease=LEASE,
+                claim_every=timedelta(seconds=2),
+                capacity=2,
+                owner="busy",
+                clock=lambda: clock[0],
+            )
+            assert sorted(await busy.tick()) == sorted(urls)
+            for _ in range(12):  # an hour of ticks, two minutes apart, the polls still waiting
+                clock[0] += timedelta(minutes=2)
+                await busy.tick()
+                assert repo.claim_due_feeds("other", clock[0], LEASE, 100) == []
+            # The busy worker dies: no more renewals, and its feeds go after one lease.
+            clock[0] += LEASE + timedelta(seconds=1)
+            assert sorted(repo.claim_due_feeds("other", clock[0], LEASE, 100)) == sorted(urls)
+            release.set()
+            await busy.drain()
+
+        asyncio.run(run())
+    finally:
+        repo.close()
+
+
 def test_disabled_feeds_are_never_claimed(db_url: str) -> None:
     repo = open_repository(db_url)
     try:
