@@ -193,8 +193,10 @@ def _record_error(
     hints = schedule.from_json(state.hints if state else None)
     next_at = next_poll_at(started_at, interval, errors, hints=hints, policy=timing)
     if retry_after is not None:
-        # The server said when it can take us again; never sooner than that.
-        next_at = max(next_at, started_at + retry_after)
+        # The server said when it can take us again, counted from its answer (which a slow
+        # server gives well after started_at); never sooner than that.
+        answered_at = started_at + timedelta(milliseconds=elapsed_ms)
+        next_at = max(next_at, answered_at + retry_after)
     repo.save_poll(
         feed_url,
         PollSave(
