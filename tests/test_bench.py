@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
             ["--stories", "12", "--seconds", "1", "--connections", "4"],
             ["aggregator topic feed", "bare starlette+uvicorn", "304", "ratio to"],
         ),
+        ("tag_eval.py", ["--modes", "rules", "--limit", "40"], ["macro-F1 rules:"]),
+        (
+            "tag_speed.py",
+            ["--items", "200", "--topics", "20", "--classifier-items", "16"],
+            ["rules only (one core)", "rules + classifier", "classifier extra adds"],
+        ),
     ],
 )
 def test_bench_script_runs(script: str, args: list[str], expected: list[str]) -> None:
