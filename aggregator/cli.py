@@ -27,10 +27,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from ruamel.yaml.comments import CommentedMap
 
-from . import feeds_file, opml
+from . import discover, feeds_file, opml
 from .config import Config, load_config
 from .exceptions import AggregatorError, ConfigEditError, ConfigError
-from .service import Aggregator
+from .service import Aggregator, fetch_limits
 from .types import PollResult
 
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -284,8 +284,16 @@ def feeds_add(
     interval: Annotated[str | None, typer.Option(help="e.g. 15m, 2h")] = None,
     title: Annotated[str | None, typer.Option()] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Add it switched off.")] = False,
+    find: Annotated[
+        bool, typer.Option("--discover/--no-discover", help="Find the feed of a web page.")
+    ] = True,
+    pick: Annotated[
+        str | None, typer.Option(help="Which found feed to add: its number or URL.")
+    ] = None,
 ) -> None:
-    """Add a feed to feeds.yaml."""
+    """Add a feed to feeds.yaml; given a site's page, add the feed it links (or lists)."""
+    if find:
+        url = _discovered(url, config, pick)
     _edit(
         config,
         lambda d: feeds_file.add_feed(
@@ -293,6 +301,38 @@ def feeds_add(
         ),
         f"added {url}",
     )
+
+
+def _discovered(url: str, config: Path, pick: str | None) -> str:
+    """The feed URL to add for ``url`` (see aggregator/discover.py); exits 1 if unclear."""
+    try:
+        cfg = load_config(config)
+    except ConfigError:
+        return url  # the edit reports what is wrong with the file
+    if cfg.feed(url) or not url.startswith(("http://", "https://")):
+        return url  # the edit says why it is refused
+    try:
+        found = discover.discover_sync(url, fetch_limits(cfg))
+    except AggregatorError as e:
+        err_console.print(f"warning: could not check {url} ({e}); adding it as given")
+        return url
+    chosen = discover.choose(found, pick)
+    if chosen is None:
+        if found:
+            err_console.print(f"{len(found)} feeds found on {url}:", highlight=False)
+            for i, f in enumerate(found, 1):
+                err_console.print(f"  {i}. {f.url}  ({f.kind}) {f.title}", highlight=False)
+            err_console.print("add one with --pick N (or --pick URL)", highlight=False)
+        else:
+            err_console.print(
+                f"[red]error:[/red] no feed found on {url} (no <link rel=alternate>, none of "
+                f"{', '.join(discover.COMMON_PATHS)}); --no-discover adds it as given",
+                highlight=False,
+            )
+        raise typer.Exit(1)
+    if chosen.url != url:
+        console.print(f"found {chosen.url} ({chosen.kind}) {chosen.title}", highlight=False)
+    return chosen.url
 
 
 @feeds_app.command("remove")

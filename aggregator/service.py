@@ -50,20 +50,7 @@ class Aggregator:
 
     @property
     def limits(self) -> FetchLimits:
-        s, p = self.config.settings, self.config.polling
-        return FetchLimits(
-            timeout=s.fetch_timeout.total_seconds(),
-            connect_timeout=p.connect_timeout.total_seconds(),
-            read_timeout=p.read_timeout.total_seconds(),
-            max_body_bytes=s.max_body_bytes,
-            max_redirects=p.max_redirects,
-            user_agent=s.user_agent or USER_AGENT,
-            allow_private=p.allow_private_addresses,
-            allowed_networks=tuple(
-                ipaddress.ip_network(n, strict=False) for n in p.allowed_networks
-            ),
-            per_host=p.per_host_concurrency,
-        )
+        return fetch_limits(self.config)
 
     def _context(self) -> PollContext:
         if self._ctx is None:
@@ -161,6 +148,22 @@ class Aggregator:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def fetch_limits(config: Config) -> FetchLimits:
+    """The fetch limits and SSRF guard settings feeds.yaml asks for."""
+    s, p = config.settings, config.polling
+    return FetchLimits(
+        timeout=s.fetch_timeout.total_seconds(),
+        connect_timeout=p.connect_timeout.total_seconds(),
+        read_timeout=p.read_timeout.total_seconds(),
+        max_body_bytes=s.max_body_bytes,
+        max_redirects=p.max_redirects,
+        user_agent=s.user_agent or USER_AGENT,
+        allow_private=p.allow_private_addresses,
+        allowed_networks=tuple(ipaddress.ip_network(n, strict=False) for n in p.allowed_networks),
+        per_host=p.per_host_concurrency,
+    )
 
 
 def _spec(f: FeedConfig) -> FeedSpec:
