@@ -5,6 +5,7 @@ The file has these top-level keys::
     settings:           # optional: database, listen address, fetch limits
     polling:            # optional: SSRF guard, per-host limit, timeouts, interval bounds
     workers:            # optional: leases between several poller processes
+    websub:             # optional: subscribing to feeds' WebSub hubs (push in)
     feeds: [...]        # url, title, tags, interval, enabled
     topics: [...]       # name, slug, description, rules
     category_synonyms:  # optional: extra "category" -> "canonical category" pairs
@@ -235,8 +236,24 @@ class WorkersConfig(_Strict):
         return self
 
 
+class WebSubConfig(_Strict):
+    """Subscribing to the hubs feeds advertise (push in; aggregator/subscriber.py)."""
+
+    subscribe: bool = Field(
+        default=True, description="subscribe to a feed's WebSub hub (needs settings.base_url)"
+    )
+    lease: Duration = Field(
+        default=timedelta(days=10), description="the lease asked of hubs; renewed before it ends"
+    )
+    fallback_interval: Duration = Field(
+        default=timedelta(hours=6),
+        description="polling interval (at least) while a feed is pushed to us",
+    )
+
+
 class Config(_Strict):
     settings: Settings = Settings()
+    websub: WebSubConfig = WebSubConfig()
     dedup: DedupSettings = DedupSettings()
     workers: WorkersConfig = WorkersConfig()
     polling: PollingConfig = PollingConfig()

@@ -332,7 +332,7 @@ def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> P
         language=language or None,
         entries=parsed,
         warnings=ctx.warnings,
-        hints=_feed_hints(feed, content),
+        hints=_feed_hints(feed, content, _websub(_fp_links(feed, ctx), headers, ctx)),
     )
 
 
@@ -350,7 +350,9 @@ _DAY = re.compile(rb"<day>\s*([A-Za-z]+)\s*</day>", re.IGNORECASE)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def _feed_hints(feed: dict[str, Any], content: bytes) -> FeedHints:
+def _feed_hints(
+    feed: dict[str, Any], content: bytes, websub: tuple[str | None, str | None]
+) -> FeedHints:
     """RSS <ttl>, sy:updatePeriod/updateFrequency and <skipHours>/<skipDays>."""
     ttl = _int_or_none(dict.get(feed, "ttl"))
     period = _SY_PERIODS.get(str(dict.get(feed, "sy_updateperiod") or "").strip().lower())
@@ -369,7 +371,43 @@ def _feed_hints(feed: dict[str, Any], content: bytes) -> FeedHints:
         update_period=period / min(frequency, 10_000) if period else None,
         skip_hours=tuple(sorted(hours)),
         skip_days=tuple(sorted(days)),
+        hub=websub[0],
+        self_url=websub[1],
     )
+
+
+_LINK_HEADER = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
+_REL = re.compile(r"""rel\s*=\s*(?:"([^"]*)"|([^\s;,]+))""", re.IGNORECASE)
+
+
+def _fp_links(feed: dict[str, Any], ctx: _Context) -> list[tuple[str, str]]:
+    """(rel, href) of a feed's <link>/<atom:link> elements."""
+    out = []
+    for link in dict.get(feed, "links") or ():
+        if isinstance(link, Mapping):
+            out.append((str(link.get("rel", "")), str(link.get("href", ""))))
+    return out
+
+
+def _websub(
+    body_links: list[tuple[str, str]], headers: Mapping[str, str], ctx: _Context
+) -> tuple[str | None, str | None]:
+    """``(hub, self)`` for WebSub: HTTP Link headers first (as the spec says), then the
+    body's links; absolute http(s) URLs or None."""
+    links = []
+    for m in _LINK_HEADER.finditer(headers.get("link", "")):
+        if found := _REL.search(m.group(2)):
+            links.append(((found.group(1) or found.group(2) or ""), m.group(1)))
+    links.extend(body_links)
+    hub: str | None = None
+    self_url: str | None = None
+    for rels, href in links:
+        names = rels.lower().split()
+        if hub is None and "hub" in names:
+            hub = ctx.absolute(href)
+        if self_url is None and "self" in names:
+            self_url = ctx.absolute(href)
+    return hub, self_url
 
 
 def _check_bozo(
@@ -625,12 +663,20 @@ def _parse_json_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> 
         except Exception as e:  # one broken item must not cost the whole feed
             ctx.warnings.append(f"entry {i} skipped: {type(e).__name__}: {e}")
     language = _plain(doc.get("language")) or _plain(headers.get("content-language"))
+    links: list[tuple[str, str]] = []
+    hubs = doc.get("hubs")
+    for h in hubs if isinstance(hubs, list) else ():
+        if isinstance(h, dict) and str(h.get("type", "")).lower() == "websub":
+            links.append(("hub", str(h.get("url", ""))))
+    links.append(("self", str(doc.get("feed_url") or "")))
+    hub, self_url = _websub(links, headers, ctx)
     return ParsedFeed(
         title=_plain(doc.get("title")),
         link=home,
         language=language or None,
         entries=parsed,
         warnings=ctx.warnings,
+        hints=FeedHints(hub=hub, self_url=self_url),
     )
 
 

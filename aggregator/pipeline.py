@@ -30,6 +30,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -50,6 +51,9 @@ from .schedule import next_poll_at
 from .tag import Tagger, tag_intents
 from .types import FeedContext, FeedState, Fetched, ParsedFeed, PollResult, PollSave
 
+if TYPE_CHECKING:
+    from .subscriber import Subscriber
+
 log = logging.getLogger("aggregator.pipeline")
 
 
@@ -69,6 +73,7 @@ class PollContext:
     clock: Callable[[], datetime] = utcnow
     policy: dedup.Policy = dedup.DEFAULT_POLICY
     timing: schedule.Policy = schedule.DEFAULT_POLICY
+    subscriber: Subscriber | None = None  # WebSub: subscribe to the hubs feeds advertise
     _semaphore: asyncio.Semaphore | None = None
     _hosts: HostLimiter | None = None
 
@@ -126,6 +131,8 @@ def ingest(
         updated=updated,
         unchanged=len(intents) - new - updated,
         elapsed_ms=fetched.elapsed_ms,
+        hub=parsed.hints.hub,
+        topic=parsed.hints.self_url,
     )
     for warning in parsed.warnings:
         log.info("parse warning feed=%s warning=%r", feed_url, warning)
@@ -209,11 +216,32 @@ def _record_error(
     return result
 
 
+def slower(
+    interval: timedelta, timing: schedule.Policy, fallback: timedelta | None
+) -> tuple[timedelta, schedule.Policy]:
+    """The interval and bounds for a feed pushed to us: polled no more than ``fallback``."""
+    if fallback is None:
+        return interval, timing
+    return max(interval, fallback), replace(
+        timing,
+        min_interval=max(timing.min_interval, fallback),
+        max_interval=max(timing.max_interval, fallback),
+    )
+
+
 async def poll_feed(
-    ctx: PollContext, feed_url: str, feed_tags: Sequence[str], interval: timedelta
+    ctx: PollContext,
+    feed_url: str,
+    feed_tags: Sequence[str],
+    interval: timedelta,
+    fallback: timedelta | None = None,
 ) -> PollResult:
-    """Poll one feed now and record the outcome. Never raises (but for cancellation)."""
+    """Poll one feed now and record the outcome. Never raises (but for cancellation).
+
+    ``fallback``: the feed is pushed to us (WebSub), so it is polled at least that far apart.
+    """
     t0 = time.monotonic()
+    interval, timing = slower(interval, ctx.timing, fallback)
     try:
         state = await asyncio.to_thread(ctx.repo.feed_state, feed_url)
     except StorageError:
@@ -229,8 +257,19 @@ async def poll_feed(
         async with ctx.semaphore:
             started_at = ctx.clock()
             result = await _poll(
-                ctx, feed_url, state, target, host, feed_tags, interval, started_at, host_slot
+                ctx,
+                feed_url,
+                state,
+                target,
+                host,
+                feed_tags,
+                interval,
+                started_at,
+                host_slot,
+                timing,
             )
+    if ctx.subscriber is not None and result.status in ("ok", "not_modified"):
+        await ctx.subscriber.after_poll(feed_url, result.status == "ok", result.hub, result.topic)
     log.info(
         "poll feed=%s status=%s http=%s new=%d updated=%d unchanged=%d ms=%d%s",
         feed_url,
@@ -255,6 +294,7 @@ async def _poll(
     interval: timedelta,
     started_at: datetime,
     host_slot: AsyncExitStack,
+    timing: schedule.Policy,
 ) -> PollResult:
     repo = ctx.repo
     t0 = time.monotonic()
@@ -281,7 +321,7 @@ async def _poll(
             save = PollSave(
                 result,
                 started_at,
-                next_poll_at=next_poll_at(started_at, interval, hints=hints, policy=ctx.timing),
+                next_poll_at=next_poll_at(started_at, interval, hints=hints, policy=timing),
                 moved_to=e.moved_to,
             )
             await asyncio.to_thread(repo.save_poll, feed_url, save)
@@ -299,7 +339,7 @@ async def _poll(
                     e.status,
                     _ms(t0),
                     disabled_reason=f"{e} ({started_at:%Y-%m-%d %H:%M} UTC)",
-                    timing=ctx.timing,
+                    timing=timing,
                 )
             )
         except FetchError as e:
@@ -314,7 +354,7 @@ async def _poll(
                     e.status,
                     _ms(t0),
                     retry_after=e.retry_after,
-                    timing=ctx.timing,
+                    timing=timing,
                 )
             )
         _log_moved(feed_url, state, fetched.moved_to)
@@ -330,7 +370,7 @@ async def _poll(
                 started_at,
                 interval,
                 ctx.policy,
-                ctx.timing,
+                timing,
             )
         )
     except asyncio.CancelledError:

@@ -15,14 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage import Repository, open_repository
+from storage.push_subscriptions import PushStore
 
 from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
-from .pipeline import PollContext, poll_feed
+from .pipeline import PollContext, ingest, poll_feed, slower
 from .schedule import PollScheduler
+from .subscriber import PushSettings, Subscriber
 from .tag import Tagger
-from .types import FeedSpec, PollResult
+from .types import FeedSpec, Fetched, PollResult
 from .worker import ClaimLoop
 
 log = logging.getLogger("aggregator.service")
@@ -68,7 +70,26 @@ class Aggregator:
                     adaptive=self.config.polling.adaptive,
                 ),
             )
+            w = self.config.websub
+            self._ctx.subscriber = Subscriber(
+                PushStore(self.repo),
+                self._ctx.client,
+                self.limits,
+                PushSettings(
+                    base_url=s.base_url,
+                    enabled=w.subscribe,
+                    lease=w.lease,
+                    fallback_interval=w.fallback_interval,
+                ),
+            )
         return self._ctx
+
+    @property
+    def subscriber(self) -> Subscriber:
+        """The WebSub subscriber (its callback routes are in websub_subscriber.py)."""
+        subscriber = self._context().subscriber
+        assert subscriber is not None
+        return subscriber
 
     def enabled_feeds(self) -> list[FeedConfig]:
         """Feeds enabled in feeds.yaml and not disabled by the poller (410 Gone)."""
@@ -79,7 +100,50 @@ class Aggregator:
         feed = self.config.feed(url)
         tags = feed.tags if feed else ()
         interval = self.config.interval_for(feed) if feed else self.config.settings.default_interval
-        return await poll_feed(self._context(), url, tags, interval)
+        fallback = await self.subscriber.fallback(url)
+        return await poll_feed(self._context(), url, tags, interval, fallback)
+
+    async def ingest_pushed(
+        self, feed_url: str, content: bytes, headers: dict[str, str]
+    ) -> PollResult:
+        """Ingest a body a WebSub hub pushed for ``feed_url``, as a poll would (at once)."""
+        ctx = self._context()
+        feed = self.config.feed(feed_url)
+        interval = self.config.interval_for(feed) if feed else self.config.settings.default_interval
+        interval, timing = slower(interval, ctx.timing, self.config.websub.fallback_interval)
+        state = await asyncio.to_thread(self.repo.feed_state, feed_url)
+        fetched = Fetched(
+            url=feed_url,
+            final_url=state.fetch_url if state else feed_url,
+            status=200,
+            content=content,
+            headers=headers,
+            # The validators of the last poll stay: a push is not a response to our GET.
+            etag=state.etag if state else None,
+            last_modified=state.last_modified if state else None,
+            elapsed_ms=0,
+        )
+        result = await asyncio.to_thread(
+            ingest,
+            self.repo,
+            self.tagger,
+            feed_url,
+            feed.tags if feed else (),
+            fetched,
+            ctx.clock(),
+            interval,
+            ctx.policy,
+            timing,
+        )
+        log.info(
+            "push feed=%s status=%s new=%d updated=%d%s",
+            feed_url,
+            result.status,
+            result.new,
+            result.updated,
+            f" error={result.error!r}" if result.error else "",
+        )
+        return result
 
     async def _scheduled_poll(self, url: str) -> datetime | None:
         """Poll; the next poll time, or None when the feed is no longer to be polled."""

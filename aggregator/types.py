@@ -58,6 +58,8 @@ class FeedHints(NamedTuple):
     update_period: timedelta | None = None  # sy:updatePeriod / sy:updateFrequency
     skip_hours: tuple[int, ...] = ()  # UTC hours 0-23 not to poll in (<skipHours>)
     skip_days: tuple[int, ...] = ()  # weekdays, Monday = 0, not to poll on (<skipDays>)
+    hub: str | None = None  # WebSub: <link rel="hub">, JSON Feed "hubs", or a Link header
+    self_url: str | None = None  # WebSub: rel="self", the topic to subscribe to
 
 
 class ParsedFeed(NamedTuple):
@@ -167,6 +169,9 @@ class PollResult(NamedTuple):
     updated: int
     unchanged: int
     elapsed_ms: int
+    # What the feed body advertised for WebSub (hub URL, its rel="self" topic), if read.
+    hub: str | None = None
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -286,3 +291,20 @@ class PollSave(NamedTuple):
     disabled_reason: str | None = None  # a 410: stop polling the feed
     hints: dict[str, Any] | None = None  # schedule hints from the body (None: keep stored)
     matcher: StoryMatcher | None = None  # near-duplicate stories; None: canonical URL only
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    """Our WebSub subscription to a feed's hub (aggregator/subscriber.py)."""
+
+    feed_url: str
+    callback_id: str  # the random last segment of our callback URL
+    hub: str
+    topic: str
+    secret: str
+    state: str  # pending, active, unsubscribing, denied
+    lease_seconds: int | None
+    requested_at: datetime
+    expires_at: datetime | None = None
+    last_push_at: datetime | None = None
+    last_error: str | None = None

@@ -12,6 +12,7 @@ URL scheme::
     /healthz                  200 when the store answers, 503 when it does not
     /openapi.json             OpenAPI 3.1 description of the public endpoints (openapi.py)
     /login, /logout           admin session cookie (admin_web.py)
+    /websub/callback/{id}     WebSub subscriber: hubs verify and push here (websub_subscriber.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
 
 Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
@@ -38,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, feed_http, feeds, filters, openapi, pages, publish
+from . import admin_web, feed_http, feeds, filters, openapi, pages, publish, websub_subscriber
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -269,7 +270,9 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
 
     async def openapi_json(request: Request) -> Response:
         # Every module's OPENAPI_PATHS (and OPENAPI_COMPONENTS) is listed here.
-        doc = openapi.document(_base_url(agg, request), [openapi.OPENAPI_PATHS])
+        doc = openapi.document(
+            _base_url(agg, request), [openapi.OPENAPI_PATHS, websub_subscriber.OPENAPI_PATHS]
+        )
         return JSONResponse(doc, headers=CORS)
 
     async def storage_error(request: Request, exc: Exception) -> Response:
@@ -313,6 +316,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/healthz", healthz),
             Route("/openapi.json", openapi_json),
             *admin_web.routes(agg),
+            *websub_subscriber.routes(agg),
         ],
         # Outermost, so every path under /admin, whoever registers it, needs the admin token.
         # Repeat feed GETs are answered from memory before routing (feed_http.py).

@@ -16,6 +16,7 @@ from aggregator.config import (
     Settings,
     TopicConfig,
     TopicRules,
+    WebSubConfig,
     WorkersConfig,
 )
 from aggregator.topicconfig import Rule, TaggingSettings, TopicClassifier
@@ -43,6 +44,7 @@ def test_every_feeds_yaml_key_is_documented() -> None:
         TopicClassifier,
         TaggingSettings,
         PollingConfig,
+        WebSubConfig,
     ]
     keys = {f.alias or name for m in models for name, f in m.model_fields.items()}
     missing = keys - documented_keys()
