@@ -9,6 +9,8 @@ aggregator web                 serve only (= serve --no-poll), one of several we
 aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
 aggregator topics list         the topics and their rules
 aggregator opml import|export  the feed list as OPML
+aggregator stories --since 1d  the largest stories and their sources (what merged)
+aggregator stories split STORY ENTRY...   move entries off a wrongly merged story
 """
 
 from __future__ import annotations
@@ -18,18 +20,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from ruamel.yaml.comments import CommentedMap
 
 from . import discover, feeds_file, opml
-from .config import Config, load_config
-from .exceptions import AggregatorError, ConfigEditError, ConfigError
+from .admin_stories import story_uid
+from .config import Config, load_config, parse_duration
+from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
 from .service import Aggregator, fetch_limits
 from .types import PollResult
 
@@ -246,6 +251,8 @@ opml_app = typer.Typer(help="Import or export the feed list as OPML.")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(topics_app, name="topics")
 app.add_typer(opml_app, name="opml")
+stories_app = typer.Typer(help="Stories: what merged, and splitting a wrong merge.")
+app.add_typer(stories_app, name="stories")
 
 
 def _edit(
@@ -460,6 +467,65 @@ def opml_export(
     else:
         feeds_file.write_atomic(output, data.decode())
         err_console.print(f"wrote {output}", highlight=False)
+
+
+@stories_app.callback(invoke_without_command=True)
+def stories_list(
+    ctx: typer.Context,
+    config: ConfigOption = Path("feeds.yaml"),
+    since: Annotated[
+        str, typer.Option("--since", help="Stories first published this long ago or later.")
+    ] = "1d",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500)] = 20,
+) -> None:
+    """The largest stories (most entries) first published since --since, with their sources."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        window = parse_duration(since)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--since") from e
+    agg = _load(config)
+    try:
+        found = agg.repo.story_clusters(datetime.now(UTC) - window, limit)
+    finally:
+        agg.close()
+    table = Table(title=f"Largest stories since {since} ago")
+    table.add_column("story", overflow="fold")
+    table.add_column("n", justify="right")
+    table.add_column("entry", justify="right")
+    table.add_column("source", overflow="fold")
+    table.add_column("title", overflow="fold")
+    for c in found:
+        note = f"\n[dim]split from {c.split_from}[/]" if c.split_from else ""
+        table.add_row(
+            c.uid + note,
+            str(len(c.entries)),
+            "\n".join(str(e.entry_id) for e in c.entries),
+            "\n".join(escape(e.feed_title) for e in c.entries),
+            "\n".join(escape(e.title) for e in c.entries),
+            end_section=True,
+        )
+    console.print(table)
+    console.print(f"{len(found)} stories; split one with: aggregator stories split STORY ENTRY...")
+
+
+@stories_app.command("split")
+def stories_split(
+    story: Annotated[str, typer.Argument(help="Story uid, or its item id in the feeds.")],
+    entries: Annotated[list[int], typer.Argument(help="Entry ids to move to a new story.")],
+    config: ConfigOption = Path("feeds.yaml"),
+) -> None:
+    """Move entries off a story into a new one; later polls never merge them back."""
+    agg = _load(config)
+    try:
+        new_uid = agg.repo.split_story(story_uid(story), entries, datetime.now(UTC))
+    except StoryError as e:
+        err_console.print(f"[red]not split:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from e
+    finally:
+        agg.close()
+    console.print(f"split: {len(set(entries))} entries now in story {new_uid}", highlight=False)
 
 
 def main() -> None:

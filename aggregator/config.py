@@ -202,6 +202,26 @@ class DedupSettings(_Strict):
         description="title overlap needed to merge short (title-only) items",
     )
 
+    preferred_sources: tuple[str, ...] = Field(
+        default=(),
+        description="feeds (URL) or sites (host name, subdomains included) whose headline "
+        "and link a story shows when they carry it, in order; else the first source seen",
+    )
+
+    @field_validator("preferred_sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for i, raw in enumerate(v):
+            name = raw.strip()
+            if name.startswith(("http://", "https://")):
+                out.append(name)
+            elif name and re.fullmatch(r"[A-Za-z0-9.-]+", name) and "." in name:
+                out.append(name.lower().removeprefix("www."))
+            else:
+                raise ValueError(f"preferred_sources[{i}] {raw!r}: a feed URL or a host name")
+        return tuple(out)
+
     @field_validator("tracking_params")
     @classmethod
     def _params(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -120,6 +120,30 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
+def lead_index(sources: Sequence[tuple[str, str | None]], preferred: Sequence[str]) -> int:
+    """Which of a story's entries (feed URL, link), first seen first, gives its headline.
+
+    The first entry of the first preferred source (a feed URL, or a host that the feed or
+    the link is on) that carries the story; the first entry seen when none does.
+    """
+    for want in preferred:
+        for i, (feed_url, link) in enumerate(sources):
+            if want == feed_url or (
+                "/" not in want and (_on_host(feed_url, want) or _on_host(link, want))
+            ):
+                return i
+    return 0
+
+
+def _on_host(url: str | None, host: str) -> bool:
+    try:
+        h = (urlsplit(url).hostname or "") if url else ""
+    except ValueError:
+        return False
+    h = h.removeprefix("www.")
+    return h == host or h.endswith("." + host)
+
+
 def _normalise_escapes(s: str) -> str:
     def fix(m: re.Match[str]) -> str:
         c = chr(int(m.group(1), 16))

@@ -26,6 +26,8 @@ Rules on top of the score:
   market wraps, local templates) look alike: two entries of the same feed merge only when
   their titles match as well (Jaccard >= ``title_threshold``), as a correction re-issued
   under the same title does;
+* when a title is all there is to compare (short items, or two entries of one feed), titles
+  whose numbers disagree (dates, magnitudes, counts, episode numbers) are different items;
 * only entries published within ``window`` of each other are compared.
 """
 
@@ -112,7 +114,21 @@ def _hash32(feature: str) -> int:
 
 
 def title_words(title: str) -> tuple[str, ...]:
-    return tuple(sorted({w for w, _, _ in _words(title) if w not in _STOP and len(w) > 1}))
+    # Numbers of one digit too: "Briefing (3)" and "Briefing (4)" differ only by them.
+    return tuple(
+        sorted({w for w, number, _ in _words(title) if w not in _STOP and (len(w) > 1 or number)})
+    )
+
+
+def _numbers_disagree(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Both titles carry numbers and neither's numbers are all in the other's.
+
+    "Killed 12" and "7.1 quake killed 12" agree; "Briefing, 24 November" and "Briefing,
+    25 November", or "Magnitude 6.4" and "Magnitude 7.1", are different items.
+    """
+    na = {w for w in a if w[0].isdigit()}
+    nb = {w for w in b if w[0].isdigit()}
+    return bool(na and nb and not (na <= nb or nb <= na))
 
 
 def features(title: str, text: str) -> tuple[int, ...]:
@@ -217,6 +233,9 @@ class Matcher:
         if abs(new.published - old.published) > self.window:
             return None
         if same_feed and jaccard(new.title, old.title) < self.title_threshold:
+            return None
+        # Titles alone are weak evidence; different numbers in them are strong evidence.
+        if (same_feed or new.short or old.short) and _numbers_disagree(new.title, old.title):
             return None
         if new.short or old.short:
             overlap, shared = _title_overlap(new.title, old.title)

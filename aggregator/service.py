@@ -42,6 +42,7 @@ class Aggregator:
         self.last_config_error: list[str] | None = None
         self.worker: ClaimLoop | None = None
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
+        self.repo.preferred_sources = config.dedup.preferred_sources
 
     @classmethod
     def from_file(cls, config_path: str | os.PathLike[str]) -> Aggregator:

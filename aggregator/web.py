@@ -14,6 +14,7 @@ URL scheme::
     /login, /logout           admin session cookie (admin_web.py)
     /websub/callback/{id}     WebSub subscriber: hubs verify and push here (websub_subscriber.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
+    /admin/stories/...        what merged, and splitting a story (admin_stories.py)
 
 Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
 docs/feeds-api.md); a malformed one is a 400. Rendering, caching by content version and
@@ -39,7 +40,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import admin_web, feed_http, feeds, filters, openapi, pages, publish, websub_subscriber
+from . import (
+    admin_stories,
+    admin_web,
+    feed_http,
+    feeds,
+    filters,
+    openapi,
+    pages,
+    publish,
+    websub_subscriber,
+)
 from .admin_guard import AdminGuard
 from .config import TopicConfig
 from .exceptions import StorageError
@@ -317,6 +328,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/openapi.json", openapi_json),
             *admin_web.routes(agg),
             *websub_subscriber.routes(agg),
+            *admin_stories.routes(agg),
         ],
         # Outermost, so every path under /admin, whoever registers it, needs the admin token.
         # Repeat feed GETs are answered from memory before routing (feed_http.py).

@@ -10,6 +10,7 @@ so two writers queue on the lock instead of failing on an upgrade deadlock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from aggregator.dedup import lead_index
 from aggregator.exceptions import StorageError
 from aggregator.filters import StoryPage, StoryQuery
 from aggregator.types import (
@@ -137,6 +139,8 @@ class Repository:
         # Bumped after this process commits a change to published content: the web layer
         # of the same process then re-reads the content version at once, not after its TTL.
         self.local_changes = 0
+        # feeds.yaml dedup.preferred_sources: whose headline a story shows (set by the app).
+        self.preferred_sources: tuple[str, ...] = ()
 
     def close(self) -> None:
         self._read.dispose()
@@ -323,7 +327,10 @@ class Repository:
     def split_story(self, uid: str, entry_ids: Sequence[int], now: datetime) -> str:
         """Move entries off a story into a new one (StoryError if refused); the new uid."""
         with self._writing() as s:
-            return clusters_store.split(s, uid, entry_ids, now)
+            new_uid = clusters_store.split(s, uid, entry_ids, now)
+            self._bump_content_version(s)
+        self.local_changes += 1
+        return new_uid
 
     def entry_stories(self) -> list[tuple[str, str, str | None, str]]:
         """(feed URL, identity, link, story uid) of every entry."""
@@ -633,7 +640,9 @@ class Repository:
     def stories(self, query: StoryQuery) -> StoryPage:
         """One page of the stories a feed query selects (storage/stories.py)."""
         with self._reading() as s:
-            return story_page(s, query, _story_item)
+            return story_page(
+                s, query, functools.partial(_story_item, preferred=self.preferred_sources)
+            )
 
     def content_version(self) -> int:
         """A counter that moves whenever published content may have changed: one PK read."""
@@ -665,8 +674,13 @@ class Repository:
             return {t: int(n) for t, n in s.execute(q).all()}
 
 
-def _story_item(story: StoryRow) -> StoryItem:
+def _story_item(story: StoryRow, preferred: Sequence[str] = ()) -> StoryItem:
     entries = sorted(story.entries, key=lambda e: (e.first_seen_at, e.id))
+    if preferred:
+        # The lead goes first; the others keep the order they were seen in.
+        entries.insert(
+            0, entries.pop(lead_index([(e.feed.url, e.link) for e in entries], preferred))
+        )
     lead = entries[0]
     topics = list(dict.fromkeys(t.topic for e in entries for t in sorted(e.tags, key=_tag_key)))
     categories = list(dict.fromkeys(c for e in entries for c in e.categories))

@@ -131,3 +131,25 @@ def test_labelled_set_precision_and_recall(db_url: str) -> None:
     assert s.true_pairs >= 100
     assert s.precision >= 0.97, s.false_merges
     assert s.recall >= 0.85, s.missed
+
+
+def test_titles_whose_numbers_disagree_stay_apart() -> None:
+    m = Matcher()
+    briefing = "Morning briefing: markets, weather and the day ahead, {} November"
+    monday = fp(briefing.format(24), link="https://daily.example/b/24")
+    tuesday = fp(
+        briefing.format(25), link="https://radio.example/b/25", published=T + timedelta(hours=20)
+    )
+    assert monday.short and tuesday.short
+    assert m.score(tuesday, monday, same_feed=False) is None
+    assert m.score(tuesday, monday, same_feed=True) is None
+    again = fp(briefing.format(24), link="https://radio.example/b/24")
+    assert m.score(again, monday, same_feed=False) is not None
+    # One-digit numbers count: templated items numbered (3) and (9) are two items.
+    three = fp("Markets rally as central bank holds interest rates (3)")
+    nine = fp("Markets rally as central bank holds interest rates (9)", link="https://b.example/")
+    assert m.score(nine, three, same_feed=False) is None
+    # Numbers of one title all in the other: the same event.
+    long = fp(*PERU)
+    short = fp("Magnitude 7.1 earthquake strikes Peru, killing 12", link="https://radio.example/p")
+    assert m.score(short, long, same_feed=False) is not None

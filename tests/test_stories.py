@@ -232,6 +232,55 @@ def test_near_duplicates_off_merges_by_link_only(
         agg.close()
 
 
+def test_a_preferred_source_leads_and_the_item_id_stays(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    outlets = eval_items(("peru-quake",))
+    order = ["wire"] + sorted(o for o in outlets if o != "wire")
+    feeds = [
+        {"url": serve_outlet(feed_server, o, [to_item(d) for d in outlets[o]]), "tags": ["world"]}
+        for o in order
+    ]
+    agg = make(tmp_path, db_url, feeds)
+    try:
+        poll(agg)
+        [plain] = world_json(agg)
+    finally:
+        agg.close()
+    assert plain["url"] == outlets["wire"][0]["link"]
+    courier = outlets["courier"][0]
+    # By site: the courier's links are on www.courier.example; its feed is on 127.0.0.1.
+    prefer = "dedup:\n  preferred_sources: [missing.example, courier.example]\n"
+    agg = make(tmp_path, db_url, feeds, prefer)
+    try:
+        [story] = world_json(agg)
+        assert story["id"] == plain["id"]
+        assert story["title"] == courier["title"] and story["url"] == courier["link"]
+        sources = [s["url"] for s in story["_aggregator"]["sources"]]
+        assert sources[0] == courier["link"]
+        assert sorted(sources) == sorted(s["url"] for s in plain["_aggregator"]["sources"])
+        assert "Rescuers" in story["content_html"]
+    finally:
+        agg.close()
+    # By feed URL.
+    agg = make(tmp_path, db_url, feeds, f"dedup:\n  preferred_sources: ['{feeds[2]['url']}']\n")
+    try:
+        [story] = world_json(agg)
+        assert story["id"] == plain["id"]
+        assert story["_aggregator"]["sources"][0]["feed_url"] == feeds[2]["url"]
+    finally:
+        agg.close()
+
+
+@pytest.mark.parametrize("value", ["['not a host']", "[ftp.example/x]", "['']"])
+def test_preferred_sources_must_be_feeds_or_hosts(value: str) -> None:
+    from aggregator.config import parse_config
+    from aggregator.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="preferred_sources"):
+        parse_config(f"dedup:\n  preferred_sources: {value}\n")
+
+
 @pytest.mark.parametrize("threshold", ["0.2", "1.5"])
 def test_threshold_out_of_range_is_a_config_error(tmp_path: Path, threshold: str) -> None:
     from aggregator.config import parse_config
