@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
             ["--items", "200", "--topics", "20", "--classifier-items", "16"],
             ["rules only (one core)", "rules + classifier", "classifier extra adds"],
         ),
+        (
+            "dedup_scale.py",
+            ["--sizes", "200,400", "--rounds", "1"],
+            ["stored=      200", "stored=      400", "median_ms=", "ratio 400/200 = "],
+        ),
     ],
 )
 def test_bench_script_runs(script: str, args: list[str], expected: list[str]) -> None:

@@ -1,0 +1,178 @@
+"""Time to deduplicate one item against 10k, 100k and 1M stored items.
+
+    python bench/dedup_scale.py [--sizes 10000,100000,1000000] [--rounds 3]
+
+For each size a fresh SQLite store (the real schema, migrated) gets that many synthetic
+stored items: an entry and a story row each, and 40 LSH bucket rows each (the number a real
+item has) with random 64-bit keys, as real bucket keys are hashes. Synthetic items are
+published over the same two weeks as the measured items, so ~40% of them are inside the
+3-day matching window of any measured item: the bucket index, not the date, keeps lookups
+cheap. Then the labelled set (tests/data/dedup_eval.jsonl, 152 real-looking items) is saved
+through the real path (``dedup.plan`` + ``Repository.save_poll``), and each of its items is
+looked up again as a new item would be: fingerprint, candidates by bucket
+(storage/neardup.py), exact decision (``Matcher.choose``). Printed: the median and 95th
+percentile time per item, and the ratio of each size's median to the smallest size's (the
+bar measured in the same run; the issue asks for 1M within 1.5x of 10k).
+
+Synthetic rows go in with the DB-API in bulk (the pipeline would take hours for 1M), and
+the bucket index is built after the load, as a restore would. SQLite only: the synthetic
+load uses its SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from dedup_eval import load, run  # noqa: E402
+from sqlalchemy import DateTime  # noqa: E402
+from sqlalchemy.dialects import sqlite  # noqa: E402
+
+from aggregator import dedup  # noqa: E402
+from aggregator.neardup import fingerprint  # noqa: E402
+from storage import neardup as neardup_store  # noqa: E402
+from storage import open_repository  # noqa: E402
+from storage.repository import Repository  # noqa: E402
+
+BUCKETS_PER_ITEM = 40  # 32 text bands + 8 title bands (aggregator/neardup.py)
+CHUNK = 20_000
+INDEX = "ix_story_buckets_bucket_published"
+
+
+def build(db_url: str, n: int, seed: int = 1) -> None:
+    """``n`` synthetic stored items around the labelled set's dates."""
+    items = load()
+    first, last = items[0].entry.published, items[-1].entry.published
+    span = (last - first).total_seconds()
+    dialect = sqlite.dialect()
+    fmt = DateTime().dialect_impl(dialect).bind_processor(dialect)  # as the store writes
+    assert fmt is not None
+    rng = np.random.default_rng(seed)
+    repo = open_repository(db_url)  # migrates: the real schema
+    repo.close()
+    import sqlite3
+
+    con = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute(
+            "INSERT INTO feeds (url, title, tags, enabled, consecutive_errors) "
+            "VALUES ('https://synthetic.example/feed', 'Synthetic', '[]', 1, 0)"
+        )
+        feed_id = con.execute("SELECT max(id) FROM feeds").fetchone()[0]
+        con.execute(f"DROP INDEX {INDEX}")
+        base_story = (con.execute("SELECT coalesce(max(id), 0) FROM stories").fetchone()[0]) + 1
+        base_entry = (con.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]) + 1
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            offsets = rng.uniform(0, span, hi - lo)
+            when = [fmt(first + timedelta(seconds=float(s))) for s in offsets]
+            con.executemany(
+                "INSERT INTO stories (id, uid, canonical_url, published, updated, created_at) "
+                "VALUES (?, ?, NULL, ?, ?, ?)",
+                [
+                    (base_story + i, f"syn{i}", w, w, w)
+                    for i, w in zip(range(lo, hi), when, strict=True)
+                ],
+            )
+            con.executemany(
+                "INSERT INTO entries (id, feed_id, story_id, identity, content_hash, link,"
+                " canonical_url, title, summary_html, content_html, text, authors, categories,"
+                " enclosures, published, updated, date_from_fetch, first_seen_at,"
+                " last_seen_at) VALUES (?, ?, ?, ?, '', NULL, NULL, ?, '', '', '', '[]', '[]',"
+                " '[]', ?, ?, 0, ?, ?)",
+                [
+                    (base_entry + i, feed_id, base_story + i, f"s{i}", f"s{i}", w, w, w, w)
+                    for i, w in zip(range(lo, hi), when, strict=True)
+                ],
+            )
+            con.executemany(
+                "INSERT INTO entry_signatures (entry_id, features, title, short, host, published)"
+                " VALUES (?, ?, ?, 0, NULL, ?)",
+                [
+                    (base_entry + i, rng.bytes(4 * 60), f"s{i}", w)
+                    for i, w in zip(range(lo, hi), when, strict=True)
+                ],
+            )
+            keys = rng.integers(-(2**63), 2**63 - 1, size=(hi - lo, BUCKETS_PER_ITEM)).tolist()
+            con.executemany(
+                "INSERT INTO story_buckets (entry_id, bucket, published) VALUES (?, ?, ?)",
+                [
+                    (base_entry + i, k, w)
+                    for i, w, row in zip(range(lo, hi), when, keys, strict=True)
+                    for k in row
+                ],
+            )
+            con.commit()
+        con.execute(f"CREATE INDEX {INDEX} ON story_buckets (bucket, published)")
+        con.execute("ANALYZE")
+        con.commit()
+    finally:
+        con.close()
+
+
+def lookups(db_url: str, rounds: int) -> list[float]:
+    """Seconds per lookup of each labelled item, ``rounds`` times over."""
+    items = load()
+    policy = dedup.DEFAULT_POLICY
+    matcher = policy.matcher
+    repo = Repository(db_url)
+    out: list[float] = []
+    try:
+        for _ in range(rounds):
+            for item in items:
+                url = dedup.canonical_url(item.entry.link, item.feed_url, policy.tracking)
+                t0 = time.perf_counter()
+                fp = fingerprint(item.entry, url)
+                assert fp is not None
+                with repo._reading() as s:
+                    found = neardup_store.candidates(s, fp, matcher.window)
+                    matcher.choose(fp, -1, found)
+                out.append(time.perf_counter() - t0)
+    finally:
+        repo.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    bar: float | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            url = f"sqlite:///{Path(tmp) / f'scale{n}.db'}"
+            t0 = time.perf_counter()
+            build(url, n)
+            built = time.perf_counter() - t0
+            run(url, load(), dedup.DEFAULT_POLICY)  # the labelled set, the real way
+            times = lookups(url, args.rounds)
+            median = statistics.median(times)
+            p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
+            bar = bar or median
+            size_mb = (Path(tmp) / f"scale{n}.db").stat().st_size / 1e6
+            print(
+                f"stored={n:>9,} lookups={len(times)} median_ms={median * 1000:.2f} "
+                f"p95_ms={p95 * 1000:.2f} ratio_to_{sizes[0]}={median / bar:.2f} "
+                f"(built in {built:.0f}s, {size_mb:.0f} MB)",
+                flush=True,
+            )
+            (Path(tmp) / f"scale{n}.db").unlink()
+    print(f"ratio {sizes[-1]}/{sizes[0]} = {median / bar:.2f} (must be <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
