@@ -7,7 +7,8 @@ made-up outlets (wire.example, ledger.example, ...) describing real-looking even
 labelled with the story it belongs to: one story rewritten by several outlets (different
 URLs, headlines, reworded paragraphs, some title-only items) and hard negatives (two
 earthquakes, two Colombia-US rows a day apart, two elections, daily briefings and market
-wraps of one feed, template local news of two cities).
+wraps of one feed, template local news of two cities, two NASA Moon stories a day apart,
+floods in Spain and in Italy a day apart).
 
 Every item goes through the real path: ``dedup.plan`` then ``Repository.save_poll``, one
 poll per item in publication order, into a fresh store (SQLite by default). Two items

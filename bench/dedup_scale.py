@@ -7,7 +7,7 @@ stored items: an entry and a story row each, and 40 LSH bucket rows each (the nu
 item has) with random 64-bit keys, as real bucket keys are hashes. Synthetic items are
 published over the same two weeks as the measured items, so ~40% of them are inside the
 3-day matching window of any measured item: the bucket index, not the date, keeps lookups
-cheap. Then the labelled set (tests/data/dedup_eval.jsonl, 152 real-looking items) is saved
+cheap. Then the labelled set (tests/data/dedup_eval.jsonl, 171 real-looking items) is saved
 through the real path (``dedup.plan`` + ``Repository.save_poll``), and each of its items is
 looked up again as a new item would be: fingerprint, candidates by bucket
 (storage/neardup.py), exact decision (``Matcher.choose``). Printed: the median and 95th

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from aggregator.neardup import Matcher, features, fingerprint, jaccard
 from aggregator.types import Fingerprint, NearCandidate, ParsedEntry
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from dedup_eval import evaluate  # noqa: E402
+from dedup_eval import evaluate, load  # noqa: E402
 
 T = datetime(2026, 11, 17, 14, 0, tzinfo=UTC)
 PERU = (
@@ -127,8 +128,10 @@ def test_fingerprint_never_raises(title: str, text: str) -> None:
 
 
 def test_labelled_set_precision_and_recall(db_url: str) -> None:
+    clusters = Counter(i.cluster for i in load())
+    assert sum(n > 1 for n in clusters.values()) >= 60  # stories rewritten by several outlets
     s = evaluate(db_url)
-    assert s.true_pairs >= 100
+    assert s.true_pairs >= 150
     assert s.precision >= 0.97, s.false_merges
     assert s.recall >= 0.85, s.missed
 
