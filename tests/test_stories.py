@@ -260,6 +260,10 @@ def test_a_preferred_source_leads_and_the_item_id_stays(
         assert sources[0] == courier["link"]
         assert sorted(sources) == sorted(s["url"] for s in plain["_aggregator"]["sources"])
         assert "Rescuers" in story["content_html"]
+        # Atom says the same: the preferred source's link, every source linked in the body.
+        [entry] = feedparser.parse(get(agg, "/topics/world.atom").content).entries
+        assert entry.id == plain["id"] and entry.link == courier["link"]
+        assert all(escape(u, quote=True) in entry.content[0].value for u in sources)
     finally:
         agg.close()
     # By feed URL.
