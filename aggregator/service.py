@@ -97,6 +97,11 @@ class Aggregator:
         disabled = self.repo.disabled_feeds()
         return [f for f in self.config.feeds if f.enabled and f.url not in disabled]
 
+    def polls_feed(self, url: str) -> bool:
+        """Whether ``url`` is a feed this aggregator follows (listed, enabled, not gone)."""
+        feed = self.config.feed(url)
+        return feed is not None and feed.enabled and url not in self.repo.disabled_feeds()
+
     async def poll(self, url: str) -> PollResult:
         feed = self.config.feed(url)
         tags = feed.tags if feed else ()

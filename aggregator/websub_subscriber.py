@@ -60,7 +60,7 @@ OPENAPI_PATHS = {
             "requestBody": {"content": {"*/*": {"schema": {"type": "string"}}}},
             "responses": {
                 "202": {"description": "Received (ingested if the signature is right)"},
-                "410": {"description": "No such subscription: stop sending"},
+                "410": {"description": "No such subscription, or a feed no longer followed"},
                 "413": {"description": "Body over settings.max_body_bytes"},
             },
         },
@@ -98,6 +98,11 @@ def routes(agg: Aggregator) -> list[Route]:
             # A bad signature is acknowledged and ignored (WebSub section 8): the sender
             # learns nothing from the answer.
             return Response(status_code=202)
+        if not await asyncio.to_thread(agg.polls_feed, sub.feed_url):
+            # Removed from feeds.yaml, switched off, or gone (410): we want no more of it,
+            # and a 410 makes the hub drop the subscription now, not when the lease ends.
+            await asyncio.to_thread(agg.subscriber.store.delete, callback_id)
+            return PlainTextResponse("the feed is no longer followed", status_code=410)
         headers = {k.lower(): v for k, v in request.headers.items()}
         await agg.ingest_pushed(sub.feed_url, bytes(body), headers)
         return Response(status_code=202)

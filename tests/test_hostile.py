@@ -145,6 +145,11 @@ def _setup_cases(srv: ScriptServer, normal: ScriptServer) -> dict[str, Expect]:
         "/down",
         lambda h: send(h, 503, b"", "text/plain", {"Retry-After": format_datetime(later, True)}),
     )
+    srv.route(
+        "/busy-date",
+        lambda h: send(h, 429, b"", "text/plain", {"Retry-After": format_datetime(later, True)}),
+    )
+    srv.route("/down-seconds", lambda h: send(h, 503, b"", "text/plain", {"Retry-After": "5400"}))
     srv.route("/broken", lambda h: send(h, 500, b"oops", "text/plain"))
     srv.route("/page", lambda h: send(h, 200, PAGE, "text/html; charset=utf-8"))
     srv.route("/laughs", feed(BILLION_LAUGHS))
@@ -173,6 +178,15 @@ def _setup_cases(srv: ScriptServer, normal: ScriptServer) -> dict[str, Expect]:
             503,
             # The HTTP date is to the second: allow for the part of a second it drops.
             not_before=later - timedelta(seconds=1),
+        ),
+        "/busy-date": Expect(
+            "error",
+            "HTTP 429 Too Many Requests",
+            429,
+            not_before=later - timedelta(seconds=1),
+        ),
+        "/down-seconds": Expect(
+            "error", "HTTP 503 Service Unavailable", 503, next_after=timedelta(minutes=90)
         ),
         "/broken": Expect("error", "HTTP 500 Internal Server Error", 500),
         "/page": Expect(

@@ -232,6 +232,24 @@ def test_subscribe_verify_push_renew_unsubscribe(
         assert hub.verified[2] == ("unsubscribe", 200, True)
         assert PushStore(poller.repo).for_feed(feed_url) is None
         assert hub.push(callback, later, sign(renewed.secret, later)).status_code == 410
+
+        # A subscription for a feed we no longer follow: a signed push is refused with 410
+        # (the hub drops it) and the subscription forgotten; a hub's denial is recorded.
+        store = PushStore(poller.repo)
+        for cid, url in (("dropped-feed-id", srv.url("/dropped.atom")), ("denied-id", feed_url)):
+            store.requested(
+                PushSubscription(url, cid, hub.url, url, "s3cret", "pending", None, started)
+            )
+        dropped = f"{base}{CALLBACK_PATH}dropped-feed-id"
+        assert hub.push(dropped, later, sign("s3cret", later)).status_code == 410
+        assert store.by_callback("dropped-feed-id") is None
+        assert poller.repo.count_entries(srv.url("/dropped.atom")) == 0
+        q = {"hub.mode": "denied", "hub.topic": feed_url, "hub.reason": "not allowed"}
+        r = httpx.get(f"{base}{CALLBACK_PATH}denied-id?" + urlencode(q))
+        assert r.status_code == 200
+        denied = store.for_feed(feed_url)
+        assert denied is not None and denied.state == "denied"
+        assert denied.last_error == "denied by the hub: not allowed"
     web.close()
     poller.close()
 
