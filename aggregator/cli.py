@@ -8,6 +8,8 @@ aggregator worker              poll due feeds claimed with leases (one of severa
 aggregator web                 serve only (= serve --no-poll), one of several web processes
 aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
 aggregator topics list         the topics and their rules
+aggregator retag [--topic S]   re-apply the current topics to stored items, publish changes
+aggregator explain ITEM        why an item has its tags (stored reasons, today's verdicts)
 aggregator opml import|export  the feed list as OPML
 aggregator stories --since 1d  the largest stories and their sources (what merged)
 aggregator stories split STORY ENTRY...   move entries off a wrongly merged story
@@ -35,6 +37,8 @@ from . import discover, feeds_file, opml
 from .admin_stories import story_uid
 from .config import Config, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
+from .explain import explain
+from .retag import retag
 from .service import Aggregator, fetch_limits
 from .types import PollResult
 
@@ -241,6 +245,73 @@ def web(
 ) -> None:
     """Serve the topic feeds only; `aggregator worker` processes do the polling."""
     serve(config=config, host=host, port=port, no_poll=True, verbose=verbose)
+
+
+# -- tagging -----------------------------------------------------------------------------------
+
+
+@app.command("retag")
+def retag_cmd(
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", "-t", help="Only this topic (repeatable); default: all."),
+    ] = None,
+    config: ConfigOption = Path("feeds.yaml"),
+) -> None:
+    """Re-apply the current topics to every stored item (no fetching); publish the changes."""
+    agg = _load(config)
+    slugs = {t.slug for t in agg.config.topics}
+    for slug in topic or []:
+        if slug not in slugs:
+            console.print(f"topic {slug!r} is not in {config}: its stored tags are removed")
+    try:
+        with Progress(
+            TextColumn("re-tagging"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("retag", total=None)
+            result = retag(
+                agg.repo,
+                agg.config,
+                topic or None,
+                lambda d, t: bar.update(task, completed=d, total=t),
+            )
+    finally:
+        agg.close()
+    console.print(f"{result.entries} items re-tagged, {result.changed} changed")
+    if result.topics:
+        console.print("feeds changed: " + ", ".join(sorted(result.topics)), highlight=False)
+
+
+@app.command("explain")
+def explain_cmd(item: str, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Why an item has its tags (ITEM: entry id, or story id urn:aggregator:story:...)."""
+    agg = _load(config)
+    try:
+        found = explain(agg.repo, agg.tagger, item)
+    finally:
+        agg.close()
+    if not found:
+        err_console.print(f"no stored item {item!r} (an entry id or a story id)", highlight=False)
+        raise typer.Exit(1)
+    for e in found:
+        console.print(f"[bold]{e.title}[/bold]", highlight=False)
+        console.print(
+            f"entry {e.entry_id} of {e.feed_url}; {e.story}; language {e.language or '?'}; "
+            f"categories {', '.join(e.categories) or '-'}",
+            highlight=False,
+        )
+        table = Table("topic", "stored reason", "with the current feeds.yaml")
+        now = {v.topic: v for v in e.now}
+        for key in [*now, *(k for k in e.stored if k not in now)]:
+            v = now.get(key)
+            verdict = "-" if v is None else (f"in: {v.reason}" if v.reason else f"out: {v.why_not}")
+            table.add_row(key, e.stored.get(key, ""), verdict)
+        console.print(table)
 
 
 # -- editing feeds.yaml ----------------------------------------------------------------------

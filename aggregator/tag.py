@@ -92,11 +92,15 @@ _SPLIT = re.compile(r"\s*[/>|]\s*")
 
 
 def normalise_category(value: str) -> str:
-    """'  World  News ' -> 'world news'; 'Arts & Culture' -> 'arts and culture'."""
+    """'  World  News ' -> 'world news'; 'Arts & Culture' -> 'arts and culture'.
+
+    Path separators lose their spaces: 'World / Americas' -> 'world/americas'.
+    """
     v = unicodedata.normalize("NFKC", value).casefold()
     v = v.replace("&", " and ")
     v = re.sub(r"[_\-–—:;,.()\"']+", " ", v)
-    return " ".join(v.split())
+    # "World / Americas" is the path "world/americas", as feeds.yaml's synonyms write it.
+    return _SPLIT.sub(lambda m: m.group(0).strip(), " ".join(v.split()))
 
 
 class Tagging(NamedTuple):
@@ -104,6 +108,15 @@ class Tagging(NamedTuple):
 
     tags: tuple[TopicTag, ...]  # topics, then place:xx tags
     language: str | None
+
+
+class Verdict(NamedTuple):
+    """One topic's decision on one entry, for explanations."""
+
+    topic: str
+    reason: str | None  # why the entry is in the topic; None: it is not
+    why_not: str | None  # why it is not (no rule matched, excluded by..., language)
+    score: float | None  # the classifier's similarity, when the topic has one
 
 
 @dataclass(frozen=True)
@@ -205,43 +218,72 @@ class Tagger:
     ) -> list[Tagging]:
         """Tag entries of one feed; the classifier, if any, runs once over the whole batch."""
         feed = feed or FeedContext()
-        scores: list[dict[str, float]] = [{} for _ in entries]
-        if self.classifier is not None and self.mode != "rules" and entries:
-            scores = self.classifier.scores([e.title + ". " + e.text for e in entries])
-        return [self._one(e, feed, s) for e, s in zip(entries, scores, strict=True)]
+        return self.analyse_each([(e, feed) for e in entries])
 
-    def _one(self, entry: ParsedEntry, feed: FeedContext, scores: Mapping[str, float]) -> Tagging:
-        language = None
+    def analyse_each(self, items: Sequence[tuple[ParsedEntry, FeedContext]]) -> list[Tagging]:
+        """Tag entries of any feeds (re-tagging stored ones); one classifier batch for all."""
+        scores = self._scores([e for e, _ in items])
+        return [self._one(e, f, s) for (e, f), s in zip(items, scores, strict=True)]
+
+    def explain(self, entry: ParsedEntry, feed: FeedContext) -> list[Verdict]:
+        """Every topic's verdict on one entry with the current rules: why in, or why not."""
+        scores = self._scores([entry])[0]
+        view = self._view(entry, feed)
+        out = []
+        for topic in self.topics:
+            reason, why_not = self._decide(topic, view, scores)
+            out.append(Verdict(topic.slug, reason, why_not, scores.get(topic.slug)))
+        return out
+
+    def _scores(self, entries: Sequence[ParsedEntry]) -> list[dict[str, float]]:
+        if self.classifier is None or self.mode == "rules" or not entries:
+            return [{} for _ in entries]
+        return self.classifier.scores([e.title + ". " + e.text for e in entries])
+
+    def _view(self, entry: ParsedEntry, feed: FeedContext) -> ItemView:
         if self.settings.detect_language:
             language = detect_language(entry.title, entry.text, feed.language)
         else:
             language = normalise_language(feed.language)
-        view = ItemView(
+        return ItemView(
             entry, feed, self.entry_categories(entry.categories), language, self.gazetteer
         )
+
+    def _decide(
+        self, topic: _CompiledTopic, view: ItemView, scores: Mapping[str, float]
+    ) -> tuple[str | None, str | None]:
+        """(reason the entry is in the topic, None) or (None, why it is not)."""
+        language = view.language
+        if topic.languages and language is not None and language not in topic.languages:
+            return None, f"language {language} not in {sorted(topic.languages)}"
+        reason = None
+        if self.mode != "classifier":
+            reason = first_reason(topic.rules, view)
+        score = scores.get(topic.slug)
+        if reason is None and topic.threshold is not None and self.mode != "rules":
+            if score is not None and score >= topic.threshold:
+                reason = f"classifier {score:.2f} >= {topic.threshold:.2f}"
+        if reason is None:
+            if score is not None and topic.threshold is not None:
+                return None, f"no rule matched; classifier {score:.2f} < {topic.threshold:.2f}"
+            return None, "no rule matched"
+        if veto := first_reason(topic.exclude, view):
+            return None, f"excluded: {veto} (else: {reason})"
+        return reason, None
+
+    def _one(self, entry: ParsedEntry, feed: FeedContext, scores: Mapping[str, float]) -> Tagging:
+        view = self._view(entry, feed)
         out: list[TopicTag] = []
         for topic in self.topics:
-            if topic.languages and language is not None and language not in topic.languages:
-                continue
-            reason = None
-            if self.mode != "classifier":
-                reason = first_reason(topic.rules, view)
-            if reason is None and topic.threshold is not None and self.mode != "rules":
-                score = scores.get(topic.slug)
-                if score is not None and score >= topic.threshold:
-                    reason = f"classifier {score:.2f} >= {topic.threshold:.2f}"
-            if reason is None:
-                continue
-            if veto := first_reason(topic.exclude, view):
-                del veto  # an excluded item is simply not in the topic
-                continue
-            out.append(TopicTag(topic.slug, reason))
+            reason, _ = self._decide(topic, view, scores)
+            if reason is not None:
+                out.append(TopicTag(topic.slug, reason))
         if self.settings.place_tags:
             for code, m in view.places.items():
                 if m.kind == "capital" and not self.settings.capitals_as_places:
                     continue
                 out.append(TopicTag(PLACE_PREFIX + code.lower(), f'place "{m.form}" ({m.kind})'))
-        return Tagging(tuple(out), language)
+        return Tagging(tuple(out), view.language)
 
 
 def profiles(topics: Sequence[TopicConfig]) -> list[TopicProfile]:

@@ -147,6 +147,8 @@ class StoredEntry:
     feed_url: str
     language: str | None
     tags: tuple[TopicTag, ...]
+    content_hash: str = ""  # what its tags were computed from
+    story_uid: str = ""  # the published item is urn:aggregator:story:{story_uid}
 
 
 class PollCounts(NamedTuple):

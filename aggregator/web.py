@@ -15,6 +15,7 @@ URL scheme::
     /websub/callback/{id}     WebSub subscriber: hubs verify and push here (websub_subscriber.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
     /admin/stories/...        what merged, and splitting a story (admin_stories.py)
+    /admin/items/{id}/explain why an item has its tags (admin_tags.py)
 
 Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
 docs/feeds-api.md); a malformed one is a 400. Rendering, caching by content version and
@@ -42,6 +43,7 @@ from starlette.routing import Route
 
 from . import (
     admin_stories,
+    admin_tags,
     admin_web,
     feed_http,
     feeds,
@@ -329,6 +331,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             *admin_web.routes(agg),
             *websub_subscriber.routes(agg),
             *admin_stories.routes(agg),
+            *admin_tags.routes(agg),
         ],
         # Outermost, so every path under /admin, whoever registers it, needs the admin token.
         # Repeat feed GETs are answered from memory before routing (feed_http.py).

@@ -37,6 +37,7 @@ from aggregator.types import (
     NearCandidate,
     PollCounts,
     PollSave,
+    StoredEntry,
     StoryCluster,
     StoryItem,
     StoryMatcher,
@@ -44,7 +45,7 @@ from aggregator.types import (
 )
 
 from . import clusters as clusters_store
-from . import leases
+from . import leases, tagging
 from . import neardup as neardup_store
 from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
 from .stories import story_page
@@ -630,6 +631,37 @@ class Repository:
         row.date_from_fetch = e.date_from_fetch
         row.last_seen_at = now
         row.language = intent.language
+
+    # -- stored tags (storage/tagging.py) ---------------------------------------------------
+
+    def stored_entries(self, ids: Sequence[int]) -> list[StoredEntry]:
+        """Entries by id, with their feed and tags (explanations); unknown ids left out."""
+        with self._reading() as s:
+            return tagging.stored_entries(s, ids)
+
+    def story_entry_ids(self, uid: str) -> list[int]:
+        with self._reading() as s:
+            return tagging.story_entry_ids(s, uid)
+
+    def entry_batch(self, after_id: int, limit: int) -> list[StoredEntry]:
+        """The next ``limit`` entries by id after ``after_id`` (re-tagging walks them all)."""
+        with self._reading() as s:
+            return tagging.entry_batch(s, after_id, limit)
+
+    def replace_tags(self, changes: Sequence[tagging.TagChange]) -> set[str]:
+        """Store re-computed tags in one transaction; returns the tag keys that changed.
+
+        Bumps the content version when any did, so every feed is published anew.
+        """
+        if not changes:
+            return set()
+        with self._writing() as s:
+            changed = tagging.replace_tags(s, changes)
+            if changed:
+                self._bump_content_version(s)
+        if changed:
+            self.local_changes += 1
+        return changed
 
     # -- topics ---------------------------------------------------------------------------
 

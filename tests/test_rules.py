@@ -192,3 +192,57 @@ def test_bad_rules_name_topic_rule_and_line() -> None:
     assert "empty any: list" in empty
     [scope] = errors("match:\n  - places: [CO]\n    in: [title]\n")
     assert "'in' applies to keywords and regex, not to places" in scope
+
+
+def test_source_categories_map_through_the_synonyms_table() -> None:
+    t = tagger(
+        "categories: [foreign relations]",
+        extra="category_synonyms:\n  World/Americas: Foreign Relations\n",
+    )
+    # Built-in synonyms, and a whole path mapped in feeds.yaml (spaces around "/" ignored).
+    assert reason(t, title="x", categories=("International relations",)) == (
+        'category "International relations"'
+    )
+    assert reason(t, title="x", categories=("Diplomacy",)) == 'category "Diplomacy"'
+    assert reason(t, title="x", categories=("World / Americas",)) == 'category "World / Americas"'
+    assert reason(t, title="x", categories=("World/Europe",)) is None
+
+
+def test_scopes_are_inherited_by_nested_rules_unless_they_set_their_own() -> None:
+    t = tagger(
+        """
+match:
+  - all:
+      - summit
+      - any: [Kenya, {keywords: [Nairobi], in: [text]}]
+    in: [title]
+  - keywords: [opinion]
+    in: [categories]
+"""
+    )
+    assert reason(t, title="Summit in Kenya") == (
+        'keyword "Summit" in title and keyword "Kenya" in title'
+    )
+    assert reason(t, title="Summit opens", text="Leaders met in Kenya.") is None  # title only
+    assert reason(t, title="Summit opens", text="Leaders met in Nairobi.") == (
+        'keyword "Summit" in title and keyword "Nairobi" in text'
+    )
+    assert reason(t, title="x", categories=("Opinion",)) == 'keyword "Opinion" in categories'
+    assert reason(t, title="An opinion") is None
+
+
+def test_more_bad_rules_name_topic_rule_and_line() -> None:
+    [capitals] = errors("match:\n  - keywords: [x]\n    capitals: true\n")
+    assert capitals.startswith('feeds.yaml:6:11: topics[0].rules.match[0] (topic "T"): ')
+    assert "'capitals' applies to places only" in capitals
+    [in_exclude] = errors("exclude:\n  - any:\n      - regex: ['ok', 'bad[']\n")
+    assert in_exclude.startswith(
+        'feeds.yaml:7:29: topics[0].rules.exclude[0].any[0].regex[1] (topic "T"): '
+        "invalid regular expression 'bad[': unterminated character set"
+    )
+    [nested_field] = errors("match:\n  - none:\n      - keywords: [x]\n        in: [summary]\n")
+    assert nested_field.startswith(
+        'feeds.yaml:8:20: topics[0].rules.match[0].none[0].in[0] (topic "T"): '
+    )
+    [empty] = errors("keywords: ['  ']\n")
+    assert "empty keyword" in empty and 'topics[0].rules.keywords (topic "T")' in empty

@@ -1,0 +1,35 @@
+"""Admin routes of tagging (issue 5); the /admin guard (admin_guard.py) protects them.
+
+    GET /admin/items/{item}/explain   JSON: an item's stored tags with their reasons, and
+                                      every topic's verdict with the current feeds.yaml
+
+``item`` is an entry id, a story uid or a published item id (``urn:aggregator:story:...``,
+URL-escaped); see aggregator/explain.py. 404 when it names no stored entry. The guard
+adds the admin security headers (no-store, CSP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .explain import explain
+from .service import Aggregator
+
+
+def routes(agg: Aggregator) -> list[BaseRoute]:
+    async def explain_item(request: Request) -> Response:
+        item = request.path_params["item"]
+        found = await asyncio.to_thread(explain, agg.repo, agg.tagger, item)
+        if not found:
+            return JSONResponse(
+                {"error": f"no stored item {item!r} (an entry id or a story id)"},
+                status_code=404,
+            )
+        body = {"item": item, "entries": [e.as_json() for e in found]}
+        return JSONResponse(body)
+
+    return [Route("/admin/items/{item:path}/explain", explain_item, methods=["GET"])]
