@@ -28,6 +28,113 @@ from .types import StoryCluster
 ITEM_ID_PREFIX = "urn:aggregator:story:"
 MAX_LIMIT = 500
 
+_STORY = {
+    "name": "story",
+    "in": "path",
+    "required": True,
+    "description": "A story uid, or its item id in the feeds (urn:aggregator:story:<uid>)",
+    "schema": {"type": "string"},
+}
+_CLUSTER = {
+    "type": "object",
+    "properties": {
+        "story": {"type": "string"},
+        "id": {"type": "string"},
+        "published": {"type": "string", "format": "date-time"},
+        "split_from": {"type": ["string", "null"]},
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "entry": {"type": "integer"},
+                    "feed_url": {"type": "string"},
+                    "feed_title": {"type": "string"},
+                    "title": {"type": "string"},
+                    "url": {"type": ["string", "null"]},
+                    "published": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+    },
+}
+_JSON_CLUSTER = {"application/json": {"schema": _CLUSTER}}
+_TOKEN = {"401": {"description": "No or wrong admin token (see the /admin guard)"}}
+OPENAPI_PATHS = {
+    "/admin/stories": {
+        "get": {
+            "tags": ["admin"],
+            "summary": "The largest stories first published since a time, with their entries",
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": s, "description": d}
+                for n, s, d in (
+                    ("since", {"type": "string", "default": "1d"}, "a duration: 90m, 2h, 1d"),
+                    ("limit", {"type": "integer", "default": 20, "maximum": MAX_LIMIT}, ""),
+                )
+            ],
+            "responses": {
+                "200": {
+                    "description": "Stories, the most entries first",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"stories": {"type": "array", "items": _CLUSTER}},
+                            }
+                        }
+                    },
+                },
+                "400": {"description": "Malformed since or limit"},
+                **_TOKEN,
+            },
+        }
+    },
+    "/admin/stories/{story}": {
+        "get": {
+            "tags": ["admin"],
+            "summary": "One story and its entries",
+            "parameters": [_STORY],
+            "responses": {
+                "200": {"description": "The story", "content": _JSON_CLUSTER},
+                "404": {"description": "No such story"},
+                **_TOKEN,
+            },
+        }
+    },
+    "/admin/stories/{story}/split": {
+        "post": {
+            "tags": ["admin"],
+            "summary": "Move entries off a story into a new one (remembered by later polls)",
+            "parameters": [_STORY],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["entries"],
+                            "properties": {
+                                "entries": {
+                                    "type": "array",
+                                    "items": {"type": "integer"},
+                                    "minItems": 1,
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": {"description": "The new story", "content": _JSON_CLUSTER},
+                "400": {"description": "Not JSON, or entries not a list of entry ids"},
+                "404": {"description": "No such story"},
+                "422": {"description": "Entries not all in the story, or it would be left empty"},
+                **_TOKEN,
+            },
+        }
+    },
+}
+
 
 def story_uid(ref: str) -> str:
     """A story uid from a uid or a published item id."""

@@ -284,7 +284,12 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
     async def openapi_json(request: Request) -> Response:
         # Every module's OPENAPI_PATHS (and OPENAPI_COMPONENTS) is listed here.
         doc = openapi.document(
-            _base_url(agg, request), [openapi.OPENAPI_PATHS, websub_subscriber.OPENAPI_PATHS]
+            _base_url(agg, request),
+            [
+                openapi.OPENAPI_PATHS,
+                websub_subscriber.OPENAPI_PATHS,
+                admin_stories.OPENAPI_PATHS,
+            ],
         )
         return JSONResponse(doc, headers=CORS)
 

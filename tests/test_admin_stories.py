@@ -166,3 +166,25 @@ def test_cli_lists_the_largest_stories_and_splits_one(
     r = run("stories", "--since", "1d", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "3 stories" in r.stdout and f"split from {peru.uid}" in r.stdout
+
+
+def test_the_admin_story_routes_are_described_in_openapi(tmp_path: Path) -> None:
+    from starlette.routing import Route
+
+    agg = make(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", [])
+    try:
+        app = App(agg)
+        paths = app.call("GET", "/openapi.json").json()["paths"]
+        routed = {
+            (r.path, m.lower())
+            for r in app.app.routes
+            if isinstance(r, Route) and r.path.startswith("/admin/stories")
+            for m in (r.methods or ()) - {"HEAD"}
+        }
+        assert len(routed) == 3
+        described = {
+            (p, m) for p, item in paths.items() if p.startswith("/admin/stories") for m in item
+        }
+        assert described == routed
+    finally:
+        agg.close()
