@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--topics", type=int, default=20)
     ap.add_argument("--classifier-items", type=int, default=448)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     args = ap.parse_args()
     tps = topics(args.topics)
     es = entries(args.items)
@@ -160,6 +161,8 @@ def main() -> None:
     else:
         import torch
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
         clf = load_classifier(profiles(tps), batch_size=args.batch)
         assert clf is not None
         ces = entries(args.classifier_items)
