@@ -87,6 +87,8 @@ def answer(
         (b"vary", b"Accept-Encoding"),
         *((k.lower().encode(), v.encode()) for k, v in CORS.items()),
     ]
+    if rendered.link:
+        headers.append((b"link", rendered.link.encode()))
     if not_modified(rendered, if_none_match, if_modified_since):
         return Answer(304, headers, b"")
     body = rendered.gzipped if gz else rendered.body

@@ -61,6 +61,7 @@ class Rendered:
     last_modified: datetime
     max_age: int
     media_type: str
+    link: str = ""  # the HTTP Link header (WebSub: rel="hub" and rel="self"), if any
 
     @functools.cached_property
     def last_modified_http(self) -> str:
@@ -79,7 +80,13 @@ def feed_url(base: str, view: FeedView, fmt: str, query: StoryQuery, page: str =
 
 
 def render_view(
-    repo: Repository, view: FeedView, fmt: str, base: str, query: StoryQuery, version: int
+    repo: Repository,
+    view: FeedView,
+    fmt: str,
+    base: str,
+    query: StoryQuery,
+    version: int,
+    hub_url: str | None = None,
 ) -> Rendered:
     """Query and render one page of ``view``; blocking (database and CPU)."""
     q = query.with_tag(view.tag) if view.tag else query
@@ -109,13 +116,23 @@ def render_view(
         prev_url=(
             feed_url(base, view, fmt, query, f"before={page.prev.token()}") if page.prev else None
         ),
+        hub_url=hub_url,
     )
     body = publish.render(fmt, meta, page.items)
-    return make_rendered(body, publish.MEDIA_TYPES[fmt], version, updated, max_age(page.items))
+    # WebSub discovery works from the headers too, whatever the format (and for a 304).
+    link = f'<{hub_url}>; rel="hub", <{meta.self_url}>; rel="self"' if hub_url else ""
+    return make_rendered(
+        body, publish.MEDIA_TYPES[fmt], version, updated, max_age(page.items), link=link
+    )
 
 
 def make_rendered(
-    body: bytes, media_type: str, version: int, last_modified: datetime, max_age: int
+    body: bytes,
+    media_type: str,
+    version: int,
+    last_modified: datetime,
+    max_age: int,
+    link: str = "",
 ) -> Rendered:
     """Bytes ready to serve: gzip and the strong ETag computed once."""
     return Rendered(
@@ -127,6 +144,7 @@ def make_rendered(
         last_modified=last_modified,
         max_age=max_age,
         media_type=media_type,
+        link=link,
     )
 
 

@@ -62,6 +62,10 @@ _FEED_HEADERS = {
         "description": "public, max-age from how often the feed gains items (60-900 s)",
         "schema": {"type": "string"},
     },
+    "Link": {
+        "description": 'WebSub discovery: <…/websub/hub>; rel="hub", <this feed>; rel="self"',
+        "schema": {"type": "string"},
+    },
 }
 
 _FEED_CONTENT = {

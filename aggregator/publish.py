@@ -74,6 +74,8 @@ class FeedMeta:
     first_url: str | None = None
     next_url: str | None = None
     prev_url: str | None = None
+    # The WebSub hub that pushes this feed (W3C WebSub: rel="hub" beside rel="self").
+    hub_url: str | None = None
 
     def page_links(self) -> list[tuple[str, str]]:
         """(rel, href) of the paging links, in a fixed order."""
@@ -188,6 +190,7 @@ def render_json(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
             "description": _clean(meta.description) or None,
             "language": meta.language or None,
             "next_url": _clean(meta.next_url) if meta.next_url else None,
+            "hubs": [{"type": "WebSub", "url": _clean(meta.hub_url)}] if meta.hub_url else None,
             "items": [_json_item(item) for item in items],
             # JSON Feed has next_url only; the other RFC 5005 links go in our extension.
             "_aggregator": _without_none(
@@ -250,6 +253,8 @@ class _FeedLinks:
 
 def _add_feed_links(fg: FeedGenerator, meta: FeedMeta) -> None:
     links = [(rel, _clean(href)) for rel, href in meta.page_links()]
+    if meta.hub_url:
+        links.insert(0, ("hub", _clean(meta.hub_url)))
     if links:
         fg.register_extension("aggregator_feed_links", _FeedLinks, None, atom=True, rss=True)
         fg.aggregator_feed_links.links = links

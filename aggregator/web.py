@@ -11,6 +11,7 @@ URL scheme::
     /places/{code}.{fmt}      stories mentioning a country (lower-case ISO code: co)
     /healthz                  200 when the store answers, 503 when it does not
     /openapi.json             OpenAPI 3.1 description of the public endpoints (openapi.py)
+    /websub/hub               POST: WebSub subscriptions to our feeds (hub.py)
     /login, /logout           admin session cookie (admin_web.py)
     /websub/callback/{id}     WebSub subscriber: hubs verify and push here (websub_subscriber.py)
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
@@ -27,19 +28,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from storage import HubStore
 
 from . import (
     admin_stories,
@@ -48,6 +53,7 @@ from . import (
     feed_http,
     feeds,
     filters,
+    hub,
     openapi,
     pages,
     publish,
@@ -64,6 +70,17 @@ log = logging.getLogger("aggregator.web")
 
 CORS = feed_http.CORS
 HTML = "text/html; charset=utf-8"
+_FEED_PATH = re.compile(
+    r"^/(?:(?P<kind>topics|places)/(?P<slug>[^/]+)|(?P<all>stories))\.(?P<fmt>[a-z]+)$"
+)
+STORIES_VIEW = feeds.FeedView(
+    path="/stories",
+    feed_id="urn:aggregator:stories",
+    title="All stories",
+    description="Every story the aggregator holds, newest first",
+    html_path="/",
+    tag=None,
+)
 
 
 class _RawResponse(Response):
@@ -149,7 +166,9 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         rendered = await cache.get(
             (view, fmt, base, query.cache_key),
             version,
-            functools.partial(feeds.render_view, agg.repo, view, fmt, base, query, version),
+            functools.partial(
+                feeds.render_view, agg.repo, view, fmt, base, query, version, base + hub.HUB_PATH
+            ),
         )
         hot.remember(request.scope, rendered, minute)
         a = feed_http.answer(
@@ -164,13 +183,12 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         topic = topic_or_404(request.path_params["slug"])
         return await serve_view(request, topic_view(topic), request.path_params["fmt"])
 
-    async def place_feed(request: Request) -> Response:
+    def place_view(code: str) -> feeds.FeedView:
         # Place feeds are topic feeds over the place:xx tags the tagger stores.
-        code = request.path_params["slug"]
         name = country_name(code) if code.isalpha() and code.islower() else None
         if name is None:
             raise HTTPException(404, f"no place {code!r}; use a lower-case ISO code, e.g. co")
-        view = feeds.FeedView(
+        return feeds.FeedView(
             path=f"/places/{code}",
             feed_id=f"urn:aggregator:place:{code}",
             title=name,
@@ -178,18 +196,86 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             html_path="/",
             tag=PLACE_PREFIX + code,
         )
+
+    async def place_feed(request: Request) -> Response:
+        view = place_view(request.path_params["slug"])
         return await serve_view(request, view, request.path_params["fmt"])
 
     async def stories_feed(request: Request) -> Response:
-        view = feeds.FeedView(
-            path="/stories",
-            feed_id="urn:aggregator:stories",
-            title="All stories",
-            description="Every story the aggregator holds, newest first",
-            html_path="/",
-            tag=None,
+        return await serve_view(request, STORIES_VIEW, request.path_params["fmt"])
+
+    def view_at(path: str) -> tuple[feeds.FeedView, str]:
+        """The feed view and format a feed URL's path names (HTTPException 404 if none)."""
+        m = _FEED_PATH.match(path)
+        if m is None:
+            raise HTTPException(404, "not a feed URL: /topics/{slug}.{fmt}, /places/…, /stories.…")
+        kind, slug, fmt = m.group("kind"), m.group("slug") or "", m.group("fmt")
+        if fmt not in publish.FORMATS:
+            raise HTTPException(404, f"unknown format {fmt!r}; use .rss, .atom or .json")
+        if kind == "topics":
+            return topic_view(topic_or_404(slug)), fmt
+        if kind == "places":
+            return place_view(slug), fmt
+        return STORIES_VIEW, fmt
+
+    async def render_url(url: str) -> feeds.Rendered | None:
+        """A feed URL's current rendering, through the same cache as its GETs (the hub)."""
+        parts = urlsplit(url)
+        try:
+            view, fmt = view_at(parts.path)
+            query = parse_query(
+                parts.query.encode("latin-1"), int(time.time() // 60), id(agg.config)
+            )
+        except (HTTPException, filters.FilterError, UnicodeEncodeError):
+            return None  # the topic was removed from feeds.yaml: nothing to push
+        base = f"{parts.scheme}://{parts.netloc}"
+        version = await versions.current()
+        return await cache.get(
+            (view, fmt, base, query.cache_key),
+            version,
+            functools.partial(
+                feeds.render_view, agg.repo, view, fmt, base, query, version, base + hub.HUB_PATH
+            ),
         )
-        return await serve_view(request, view, request.path_params["fmt"])
+
+    def topic_problem(url: str, base: str) -> str | None:
+        """Why ``url`` is not one of this server's feeds (first pages only), or None."""
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != base:
+            return f"feeds of this hub are under {base}/"
+        try:
+            view_at(parts.path)
+            query = filters.parse_query(
+                parse_qsl(parts.query, keep_blank_values=True),
+                now=datetime.now(UTC),
+                default_limit=agg.config.settings.items_per_feed,
+                is_known_tag=lambda key: ":" in key or agg.config.topic(key) is not None,
+            )
+        except HTTPException as e:
+            return str(e.detail)
+        except filters.FilterError as e:
+            return str(e)
+        if query.after is not None or query.before is not None:
+            return "subscribe to the feed's first page, without after= or before="
+        return None
+
+    hub_store = HubStore(agg.repo)
+    websub = hub.Hub(hub_store, render_url, versions.current, agg.limits)
+
+    async def hub_endpoint(request: Request) -> Response:
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        base = _base_url(agg, request)
+        try:
+            req = hub.parse_request(fields, lambda url: topic_problem(url, base))
+        except hub.HubError as e:
+            return PlainTextResponse(str(e), status_code=400)
+        # WebSub 5.2: 202, then verify intent asynchronously (after the response is sent).
+        return PlainTextResponse(
+            "accepted; verifying intent with the callback\n",
+            status_code=202,
+            background=BackgroundTask(websub.verify_and_apply, req),
+        )
 
     async def topics(request: Request) -> Response:
         base = _base_url(agg, request)
@@ -287,6 +373,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             _base_url(agg, request),
             [
                 openapi.OPENAPI_PATHS,
+                hub.OPENAPI_PATHS,
                 websub_subscriber.OPENAPI_PATHS,
                 admin_stories.OPENAPI_PATHS,
             ],
@@ -312,9 +399,11 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if poll:
             agg.start_polling()
+        websub.start()
         try:
             yield
         finally:
+            await websub.stop()
             await agg.stop()
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -322,7 +411,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         HTTPException: http_error,
         filters.FilterError: filter_error,
     }
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", home),
             Route("/topics", topics),
@@ -333,6 +422,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/places/{slug}.{fmt}", place_feed),
             Route("/healthz", healthz),
             Route("/openapi.json", openapi_json),
+            Route(hub.HUB_PATH, hub_endpoint, methods=["POST"]),
             *admin_web.routes(agg),
             *websub_subscriber.routes(agg),
             *admin_stories.routes(agg),
@@ -344,3 +434,5 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
         exception_handlers=handlers,
         lifespan=lifespan,
     )
+    app.state.hub = websub
+    return app

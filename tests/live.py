@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from starlette.applications import Starlette
 from test_cli import free_port
 
 from aggregator.service import Aggregator
@@ -15,12 +16,13 @@ from aggregator.web import create_app
 
 
 @contextmanager
-def live_server(agg: Aggregator, *, poll: bool = False) -> Iterator[str]:
-    """Serve ``create_app(agg)`` until the block ends; yields the base URL."""
+def live_server(
+    agg: Aggregator, *, poll: bool = False, app: Starlette | None = None
+) -> Iterator[str]:
+    """Serve ``app`` (default ``create_app(agg)``) until the block ends; yields the base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(agg, poll=poll), host="127.0.0.1", port=port, log_level="error")
-    )
+    app = app or create_app(agg, poll=poll)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
