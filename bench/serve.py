@@ -134,6 +134,10 @@ error_log {tmp}/nginx.err warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    # nginx closes a keep-alive connection after 1,000 requests by default; the load clients
+    # (like wrk) reuse theirs for the whole run.
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
     types {{ application/atom+xml atom; }}
     client_body_temp_path {tmp}/nginx_tmp;
     server {{ listen 127.0.0.1:{port}; root {root}; etag on; }}
@@ -164,7 +168,8 @@ async def _client(
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    # The same Host as httpx sent for the ETag: our self links (and so the ETag) follow Host.
+    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
     try:
         while time.perf_counter() < stop:
             t = time.perf_counter()
