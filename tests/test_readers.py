@@ -22,7 +22,6 @@ NEWSBOAT = shutil.which("newsboat")
 SITE = "https://news.example.com"
 
 
-
 def newsboat_reload(tmp: Path, urls: list[str]) -> sqlite3.Connection:
     """``newsboat -x reload`` with its own urls, config and cache files; the cache.
 
