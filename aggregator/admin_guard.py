@@ -35,6 +35,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import logs
+
 log = logging.getLogger("aggregator.admin")
 
 TOKEN_ENV = "AGGREGATOR_ADMIN_TOKEN"
@@ -92,6 +94,7 @@ def admin_token(environ: Mapping[str, str] | None = None) -> TokenSource:
             f"the admin token in {where} is too short: use at least {MIN_TOKEN_LENGTH} "
             "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
         )
+    logs.add_secret(token)  # a token from a file is not in the environment the filter reads
     return TokenSource(token)
 
 

@@ -18,7 +18,6 @@ aggregator stories split STORY ENTRY...   move entries off a wrongly merged stor
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from ruamel.yaml.comments import CommentedMap
 
-from . import discover, feeds_file, opml
+from . import discover, feeds_file, logs, opml
 from .admin_stories import story_uid
 from .config import Config, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
@@ -61,14 +60,7 @@ ConfigOption = Annotated[
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    if verbose:
-        # APScheduler logs every job run at INFO; our own poll line says more.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.setup(verbose)
 
 
 def _load(config: Path) -> Aggregator:
@@ -200,6 +192,8 @@ def serve(
             port=port,
             log_level="info" if verbose else "warning",
             access_log=False,
+            # uvicorn's own lines go through our root handlers: one format, secrets masked.
+            log_config=None,
         )
     finally:
         agg.close()

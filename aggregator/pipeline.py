@@ -36,7 +36,7 @@ import httpx
 
 from storage import Repository
 
-from . import dedup, schedule
+from . import dedup, metrics, schedule
 from .exceptions import (
     AggregatorError,
     FetchError,
@@ -158,7 +158,8 @@ def ingest(
             matcher=policy.story_matcher,
         ),
     )
-    return result._replace(new=counts.new, updated=counts.updated)
+    metrics.record_tags(i for i in intents if i.action != "unchanged")
+    return result._replace(new=counts.new, updated=counts.updated, merged=counts.merged)
 
 
 def _body_hints(parsed: ParsedFeed, now: datetime) -> schedule.Hints:
@@ -270,18 +271,29 @@ async def poll_feed(
             )
     if ctx.subscriber is not None and result.status in ("ok", "not_modified"):
         await ctx.subscriber.after_poll(feed_url, result.status == "ok", result.hub, result.topic)
+    log_poll(result, time.monotonic() - t0)
+    return result
+
+
+def log_poll(result: PollResult, seconds: float, *, pushed: bool = False) -> None:
+    """The one line (and the metrics) for one poll or push: ``poll feed=... status=...``.
+
+    key=value pairs in a fixed order, values without spaces but ``error``, which is quoted.
+    """
+    metrics.record_poll(result, seconds, pushed=pushed)
     log.info(
-        "poll feed=%s status=%s http=%s new=%d updated=%d unchanged=%d ms=%d%s",
-        feed_url,
+        "%s feed=%s status=%s http=%s new=%d updated=%d unchanged=%d merged=%d ms=%d%s",
+        "push" if pushed else "poll",
+        result.feed_url,
         result.status,
         result.http_status,
         result.new,
         result.updated,
         result.unchanged,
-        int((time.monotonic() - t0) * 1000),
+        result.merged,
+        int(seconds * 1000),
         f" error={result.error!r}" if result.error else "",
     )
-    return result
 
 
 async def _poll(

@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from storage.push_subscriptions import PushStore
 from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
-from .pipeline import PollContext, ingest, poll_feed, slower
+from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
 from .schedule import PollScheduler
 from .subscriber import PushSettings, Subscriber
 from .tag import Tagger
@@ -113,6 +114,7 @@ class Aggregator:
         self, feed_url: str, content: bytes, headers: dict[str, str]
     ) -> PollResult:
         """Ingest a body a WebSub hub pushed for ``feed_url``, as a poll would (at once)."""
+        t0 = time.monotonic()
         ctx = self._context()
         feed = self.config.feed(feed_url)
         interval = self.config.interval_for(feed) if feed else self.config.settings.default_interval
@@ -141,14 +143,7 @@ class Aggregator:
             ctx.policy,
             timing,
         )
-        log.info(
-            "push feed=%s status=%s new=%d updated=%d%s",
-            feed_url,
-            result.status,
-            result.new,
-            result.updated,
-            f" error={result.error!r}" if result.error else "",
-        )
+        log_poll(result, time.monotonic() - t0, pushed=True)
         return result
 
     async def _scheduled_poll(self, url: str) -> datetime | None:

@@ -155,6 +155,7 @@ class PollCounts(NamedTuple):
     new: int
     updated: int
     unchanged: int
+    merged: int = 0  # new entries that joined an existing story rather than starting one
 
 
 PollStatus = Literal["ok", "not_modified", "error"]
@@ -174,6 +175,7 @@ class PollResult(NamedTuple):
     # What the feed body advertised for WebSub (hub URL, its rel="self" topic), if read.
     hub: str | None = None
     topic: str | None = None
+    merged: int = 0  # of ``new``: entries that joined an existing story (dedup)
 
 
 @dataclass(frozen=True)

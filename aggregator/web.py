@@ -10,6 +10,7 @@ URL scheme::
     /stories.{fmt}            every story (to narrow with filters)
     /places/{code}.{fmt}      stories mentioning a country (lower-case ISO code: co)
     /healthz                  200 when the store answers, 503 when it does not
+    /metrics                  Prometheus text: polls, items, merges, tags, latency, queue lag
     /openapi.json             OpenAPI 3.1 description of the public endpoints (openapi.py)
     /websub/hub               POST: WebSub subscriptions to our feeds (hub.py)
     /login, /logout           admin session cookie (admin_web.py)
@@ -32,7 +33,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -54,12 +55,14 @@ from . import (
     feeds,
     filters,
     hub,
+    metrics,
     openapi,
     pages,
     publish,
     websub_subscriber,
 )
 from .admin_guard import AdminGuard
+from .body_limit import BodyLimit
 from .config import TopicConfig
 from .exceptions import StorageError
 from .places import country_name
@@ -367,6 +370,14 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             return JSONResponse({"status": "unhealthy", "database": str(e)}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    async def metrics_text(request: Request) -> Response:
+        try:
+            lag: timedelta | None = await _db(agg.repo.queue_lag, datetime.now(UTC))
+        except StorageError:
+            lag = None  # reported as aggregator_store_up 0; the counters still answer
+        body = await asyncio.to_thread(metrics.exposition, lag)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     async def openapi_json(request: Request) -> Response:
         # Every module's OPENAPI_PATHS (and OPENAPI_COMPONENTS) is listed here.
         doc = openapi.document(
@@ -421,6 +432,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             Route("/stories.{fmt}", stories_feed),
             Route("/places/{slug}.{fmt}", place_feed),
             Route("/healthz", healthz),
+            Route("/metrics", metrics_text),
             Route("/openapi.json", openapi_json),
             Route(hub.HUB_PATH, hub_endpoint, methods=["POST"]),
             *admin_web.routes(agg),
@@ -428,9 +440,16 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             *admin_stories.routes(agg),
             *admin_tags.routes(agg),
         ],
-        # Outermost, so every path under /admin, whoever registers it, needs the admin token.
-        # Repeat feed GETs are answered from memory before routing (feed_http.py).
-        middleware=[Middleware(AdminGuard), Middleware(feed_http.HotFeeds, table=hot)],
+        # Timing outermost, so hot-path answers and refusals are measured too. Then the
+        # guard, so every path under /admin, whoever registers it, needs the admin token;
+        # body caps before any handler reads a body. Repeat feed GETs are answered from
+        # memory before routing (feed_http.py).
+        middleware=[
+            Middleware(metrics.RequestMetrics),
+            Middleware(AdminGuard),
+            Middleware(BodyLimit),
+            Middleware(feed_http.HotFeeds, table=hot),
+        ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

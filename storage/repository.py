@@ -435,8 +435,8 @@ class Repository:
                 row.last_seen_at = now
                 unchanged += 1
         s.flush()
-        new = self._insert_entries(s, feed, fresh, now, matcher) if fresh else 0
-        return PollCounts(new, updated, unchanged)
+        new, merged = self._insert_entries(s, feed, fresh, now, matcher) if fresh else (0, 0)
+        return PollCounts(new, updated, unchanged, merged)
 
     def _insert(self, s: Session, table: Any) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING, so a doubled or racing save is a no-op."""
@@ -454,9 +454,13 @@ class Repository:
         intents: Sequence[EntryIntent],
         now: datetime,
         matcher: StoryMatcher | None = None,
-    ) -> int:
-        """Insert new entries in bulk, each in the story it joins (``_stories_for``)."""
-        story_ids = self._stories_for(s, feed, intents, now, matcher)
+    ) -> tuple[int, int]:
+        """Insert new entries in bulk, each in the story it joins (``_stories_for``).
+
+        Returns (entries inserted, of those the ones that joined a story another entry
+        started: the dedup merges).
+        """
+        story_ids, started = self._stories_for(s, feed, intents, now, matcher)
         values = []
         for intent in intents:
             row = EntryRow(feed_id=feed.id, story_id=story_ids[intent.identity])
@@ -498,7 +502,8 @@ class Repository:
                     .values(updated=intent.entry.updated)
                     .execution_options(synchronize_session=False)
                 )
-        return len(inserted)
+        joined = {story_ids[ident] for ident in inserted} & started
+        return len(inserted), len(inserted) - len(joined)
 
     def _stories_for(
         self,
@@ -507,8 +512,9 @@ class Repository:
         intents: Sequence[EntryIntent],
         now: datetime,
         matcher: StoryMatcher | None,
-    ) -> dict[str, int]:
-        """identity -> story id, for the new entries of one poll, in order.
+    ) -> tuple[dict[str, int], set[int]]:
+        """identity -> story id, for the new entries of one poll, in order; and the ids of
+        the stories this poll started.
 
         An entry joins the story of its canonical URL (a story's own or any of its
         entries'), else the story of its closest near-duplicate (stored, or earlier in this
@@ -575,7 +581,10 @@ class Repository:
             else by_uid[story_uid(feed.url, ident)]
             for ident, i in roots.items()
         }
-        return {ident: t if isinstance(t, int) else root_story[t] for ident, t in targets.items()}
+        ids = {ident: t if isinstance(t, int) else root_story[t] for ident, t in targets.items()}
+        # A root that lost a race joined the winner's story: started by another process.
+        started = {root_story[ident] for ident in roots if story_uid(feed.url, ident) in by_uid}
+        return ids, started
 
     @staticmethod
     def _story_ids_by_url(s: Session, urls: Sequence[str]) -> dict[str, int]:
