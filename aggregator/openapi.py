@@ -269,6 +269,19 @@ OPENAPI_PATHS: Spec = {
             },
         }
     },
+    "/metrics": {
+        "get": {
+            "tags": ["operations"],
+            "summary": "Prometheus metrics: polls, items, merges, tags, request latency, queue lag",
+            "description": "Prometheus text format; see docs/observability.md for each metric.",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "tags": ["operations"],
