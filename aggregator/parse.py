@@ -27,6 +27,7 @@ import feedparser
 import nh3
 
 from .exceptions import ParseError
+from .sanitize import media_type, plain_text, safe_url
 from .types import Enclosure, FeedHints, ParsedEntry, ParsedFeed
 
 __all__ = ["parse"]
@@ -129,7 +130,7 @@ class _Context:
         if not isinstance(link, str) or not link.strip():
             return None
         resolved = _join(self.base, link.strip())
-        return resolved if resolved and _is_web_url(resolved) else None
+        return safe_url(resolved) if resolved and _is_web_url(resolved) else None
 
     def html(self, value: str) -> str:
         return self.cleaner.clean(value).strip()
@@ -189,14 +190,18 @@ def _collapse(value: str) -> str:
 
 
 def _plain(value: object) -> str:
-    """Plain text as given, with entities some publishers double-escape decoded."""
-    return _collapse(html.unescape(value)) if isinstance(value, str) else ""
+    """Plain text as given, with entities some publishers double-escape decoded.
+
+    Markup in it is dropped too (sanitize.plain_text): a "plain" title or category is
+    shown as HTML by many readers, so ``<script>`` in one must not reach them.
+    """
+    return _collapse(plain_text(value)) if isinstance(value, str) else ""
 
 
 def _markup_to_plain(value: str) -> str:
     # Raw, unsanitised markup: let nh3 parse it (dropping script/style bodies) rather
     # than trusting a regex with whatever the publisher wrote.
-    return _collapse(html.unescape(nh3.clean(value, tags=set())))
+    return _collapse(plain_text(nh3.clean(value, tags=set())))
 
 
 def _text_of(clean_html: str) -> str:
@@ -625,8 +630,7 @@ def _fp_enclosures(entry: Any, ctx: _Context) -> tuple[Enclosure, ...]:
     for href, mime, length in candidates:
         absolute = ctx.absolute(href)
         if absolute and absolute not in found:
-            mime_type = mime.strip() if isinstance(mime, str) and mime.strip() else None
-            found[absolute] = Enclosure(absolute, mime_type, _int_or_none(length))
+            found[absolute] = Enclosure(absolute, media_type(mime), _int_or_none(length))
     return tuple(found.values())
 
 
@@ -727,9 +731,7 @@ def _json_entry(item: dict[str, Any], feed_authors: tuple[str, ...], ctx: _Conte
         mime = att.get("mime_type")
         if href and href not in enclosures:
             enclosures[href] = Enclosure(
-                href,
-                mime.strip() if isinstance(mime, str) and mime.strip() else None,
-                _int_or_none(att.get("size_in_bytes")),
+                href, media_type(mime), _int_or_none(att.get("size_in_bytes"))
             )
 
     return ParsedEntry(

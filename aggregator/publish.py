@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from feedgen.feed import FeedGenerator
 
+from aggregator.sanitize import media_type, safe_url, strip_markup
 from aggregator.types import StoryItem, StorySource
 
 FORMATS = ("rss", "atom", "json")
@@ -108,7 +109,7 @@ def render_rss(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
         fe.guid(item_id(item.uid), permalink=False)
         fe.title(_clean(_title(item)))
         if item.link:
-            fe.link(href=_clean(item.link), rel="alternate")
+            fe.link(href=_url(item.link), rel="alternate")
         fe.description(_clean(_body(item)))
         fe.published(_utc(item.published))
         categories = _categories(item)
@@ -122,9 +123,9 @@ def render_rss(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
         if item.enclosures:
             enc = item.enclosures[0]
             fe.link(
-                href=_clean(enc.url),
+                href=_url(enc.url),
                 rel="enclosure",
-                type=_clean(enc.type or _DEFAULT_ENCLOSURE_TYPE),
+                type=_mime(enc.type),
                 length=str(enc.length if enc.length is not None and enc.length >= 0 else 0),
             )
         if item.sources and item.sources[0].feed_url:
@@ -159,11 +160,11 @@ def render_atom(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
         fe.register_extension("aggregator_links", _AtomEntryLinks, atom=True, rss=False)
         links: list[dict[str, str]] = []
         if item.link:
-            links.append({"rel": "alternate", "href": _clean(item.link)})
+            links.append({"rel": "alternate", "href": _url(item.link)})
         for enc in item.enclosures:
-            link = {"rel": "enclosure", "href": _clean(enc.url)}
-            if enc.type:
-                link["type"] = _clean(enc.type)
+            link = {"rel": "enclosure", "href": _url(enc.url)}
+            if media_type(enc.type):
+                link["type"] = _mime(enc.type)
             if enc.length is not None and enc.length >= 0:
                 link["length"] = str(enc.length)
             links.append(link)
@@ -292,9 +293,9 @@ def _json_item(item: StoryItem) -> dict[str, Any]:
     attachments = [
         _without_none(
             {
-                "url": _clean(enc.url),
+                "url": _url(enc.url),
                 # Required by JSON Feed 1.1.
-                "mime_type": _clean(enc.type or _DEFAULT_ENCLOSURE_TYPE),
+                "mime_type": _mime(enc.type),
                 "size_in_bytes": enc.length if enc.length is not None and enc.length >= 0 else None,
             }
         )
@@ -303,7 +304,7 @@ def _json_item(item: StoryItem) -> dict[str, Any]:
     return _without_none(
         {
             "id": item_id(item.uid),
-            "url": _clean(item.link) if item.link else None,
+            "url": _url(item.link) if item.link else None,
             "title": _clean(_title(item)),
             "content_html": _clean(_body(item)),
             "summary": _summary(item.text) or None,
@@ -323,10 +324,10 @@ def _json_item(item: StoryItem) -> dict[str, Any]:
 def _json_source(source: StorySource) -> dict[str, Any]:
     return _without_none(
         {
-            "title": _clean(source.title),
-            "feed_title": _clean(source.feed_title),
-            "feed_url": _clean(source.feed_url),
-            "url": _clean(source.link) if source.link else None,
+            "title": _text(source.title),
+            "feed_title": _text(source.feed_title),
+            "feed_url": _url(source.feed_url),
+            "url": _url(source.link) if source.link else None,
         }
     )
 
@@ -353,22 +354,22 @@ def _sources_html(sources: Sequence[StorySource]) -> str:
 
 
 def _source_anchor(source: StorySource) -> str:
-    name = html.escape(source.feed_title or source.feed_url, quote=True)
+    name = html.escape(strip_markup(source.feed_title).strip() or source.feed_url, quote=True)
     # Source links come from remote feeds unsanitised; a javascript: URL here
     # would be live in every reader that renders the body.
     if source.link and urlsplit(source.link).scheme.lower() in _SAFE_LINK_SCHEMES:
-        return f'<a href="{html.escape(source.link, quote=True)}">{name}</a>'
+        return f'<a href="{html.escape(safe_url(source.link), quote=True)}">{name}</a>'
     return name
 
 
 def _title(item: StoryItem) -> str:
     """Plain-text title; Atom (and feedgen for RSS) will not take an empty one."""
-    title = _SPACES.sub(" ", item.title).strip()
+    title = _SPACES.sub(" ", strip_markup(item.title)).strip()
     return title or _summary(item.text, 80) or "Untitled"
 
 
 def _summary(text: str, limit: int = SUMMARY_CHARS) -> str:
-    text = _SPACES.sub(" ", text).strip()
+    text = _SPACES.sub(" ", strip_markup(text)).strip()
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
@@ -380,17 +381,17 @@ def _summary(text: str, limit: int = SUMMARY_CHARS) -> str:
 
 
 def _categories(item: StoryItem) -> list[str]:
-    return _dedup(_clean(c).strip() for c in (*item.topics, *item.categories))
+    return _dedup(_text(c).strip() for c in (*item.topics, *item.categories))
 
 
 def _authors(item: StoryItem) -> list[str]:
-    return _dedup(_clean(a).strip() for a in item.authors)
+    return _dedup(_text(a).strip() for a in item.authors)
 
 
 def _fallback_author(item: StoryItem, meta: FeedMeta) -> str:
     for source in item.sources:
         if source.feed_title.strip():
-            return _clean(source.feed_title).strip()
+            return _text(source.feed_title).strip()
     return _clean(meta.title)
 
 
@@ -415,3 +416,17 @@ def _utc(dt: datetime) -> datetime:
 
 def _clean(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
+
+
+# Stored values were sanitised by parse.py; published again through the same functions so
+# that entries stored before a sanitising fix go out clean as well.
+def _text(text: str) -> str:
+    return _clean(strip_markup(text))
+
+
+def _url(url: str) -> str:
+    return _clean(safe_url(url))
+
+
+def _mime(value: str | None) -> str:
+    return media_type(value) or _DEFAULT_ENCLOSURE_TYPE
