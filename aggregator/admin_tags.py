@@ -19,6 +19,32 @@ from starlette.routing import BaseRoute, Route
 from .explain import explain
 from .service import Aggregator
 
+OPENAPI_PATHS = {
+    "/admin/items/{item}/explain": {
+        "get": {
+            "tags": ["admin"],
+            "summary": "An item's stored tags with their reasons, and each topic's verdict now",
+            "parameters": [
+                {
+                    "name": "item",
+                    "in": "path",
+                    "required": True,
+                    "description": "An entry id, a story uid or a published item id",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The item's entries and verdicts",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "404": {"description": "No stored item by that id"},
+                "401": {"description": "No or wrong admin token (see the /admin guard)"},
+            },
+        }
+    }
+}
+
 
 def routes(agg: Aggregator) -> list[BaseRoute]:
     async def explain_item(request: Request) -> Response:

@@ -20,6 +20,37 @@ from starlette.routing import BaseRoute, Route
 from . import admin_guard as guard
 from .service import Aggregator
 
+OPENAPI_PATHS = {
+    "/admin/config": {
+        "get": {
+            "tags": ["admin"],
+            "summary": "Which feeds.yaml is running, and the errors of the last refused edit",
+            "responses": {
+                "200": {
+                    "description": "The configuration in use",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "feeds": {"type": "integer"},
+                                    "topics": {"type": "integer"},
+                                    "last_error": {
+                                        "type": ["array", "null"],
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "401": {"description": "No or wrong admin token (see the /admin guard)"},
+            },
+        }
+    }
+}
+
 _PAGE_HEAD = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'
     '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
@@ -118,12 +118,15 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def edit(path: str | os.PathLike[str], change: Callable[[CommentedMap], T]) -> tuple[Config, T]:
+def edit(
+    path: str | os.PathLike[str], change: Callable[[CommentedMap], T], *, write: bool = True
+) -> tuple[Config, T]:
     """Apply ``change`` to feeds.yaml; write it only if the result validates.
 
     Returns the new Config and whatever ``change`` returned. Raises ConfigEditError if the
     change names a feed or topic that is missing (or already there), ConfigError listing the
     problems if the result would not validate; in both cases the file is left untouched.
+    ``write=False`` validates the change and writes nothing (the admin's topic preview).
     """
     p = Path(path)
     with _locked(p):
@@ -137,7 +140,7 @@ def edit(path: str | os.PathLike[str], change: Callable[[CommentedMap], T]) -> t
         result = change(doc)
         new_text = dump_doc(yaml, doc)
         config = parse_config(new_text, str(p))
-        if new_text != text:
+        if write and new_text != text:
             write_atomic(p, new_text)
         return config, result
 
@@ -264,6 +267,23 @@ def _remove(seq: CommentedSeq, index: int) -> None:
     if index > 0:
         # After the last item comes the end of the section; otherwise keep group headings.
         _set_trailing(seq[index - 1], after if last else _merge(before, after))
+    elif seq and _has_text(after):
+        # The first item went: a heading that followed it now leads the section.
+        assert after is not None
+        _lead(seq, after)
+
+
+def _lead(seq: CommentedSeq, token: CommentToken) -> None:
+    """Put a trailing comment token's lines before the first item, as whole-line comments."""
+    lines = token.value.split("\n")[1:-1]
+    tokens = [
+        CommentToken(line.lstrip() + "\n", CommentMark(len(line) - len(line.lstrip())))
+        if line.strip()
+        else CommentToken("\n", CommentMark(0))
+        for line in lines
+    ]
+    entry = seq.ca.items.setdefault(0, [None, None, None, None])
+    entry[1] = (entry[1] or []) + tokens
 
 
 def _flow(values: Sequence[Any]) -> CommentedSeq:

@@ -277,6 +277,7 @@ class FeedHealth(NamedTuple):
     items_per_day: float  # new entries per day over the last 7 days
     moved_to: str | None = None
     disabled_reason: str | None = None
+    id: int | None = None  # the feed's row id: the admin API names feeds by it
 
 
 class PollSave(NamedTuple):

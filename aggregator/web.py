@@ -18,6 +18,8 @@ URL scheme::
     /admin, /admin/...        admin page and JSON API: token required (admin_guard.py)
     /admin/stories/...        what merged, and splitting a story (admin_stories.py)
     /admin/items/{id}/explain why an item has its tags (admin_tags.py)
+    /admin/feeds, /admin/topics, /admin/retag, /admin/jobs/...
+                              feeds.yaml edited live, feed health, previews (admin_api.py)
 
 Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
 docs/feeds-api.md); a malformed one is a 400. Rendering, caching by content version and
@@ -48,6 +50,7 @@ from starlette.routing import Route
 from storage import HubStore
 
 from . import (
+    admin_api,
     admin_stories,
     admin_tags,
     admin_web,
@@ -63,6 +66,7 @@ from . import (
 )
 from .admin_guard import AdminGuard
 from .body_limit import BodyLimit
+from .admin_ops import AdminOps
 from .config import TopicConfig
 from .exceptions import StorageError
 from .places import country_name
@@ -262,6 +266,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             return "subscribe to the feed's first page, without after= or before="
         return None
 
+    admin_ops = AdminOps(agg)
     hub_store = HubStore(agg.repo)
     websub = hub.Hub(hub_store, render_url, versions.current, agg.limits)
 
@@ -387,7 +392,11 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
                 hub.OPENAPI_PATHS,
                 websub_subscriber.OPENAPI_PATHS,
                 admin_stories.OPENAPI_PATHS,
+                admin_api.OPENAPI_PATHS,
+                admin_web.OPENAPI_PATHS,
+                admin_tags.OPENAPI_PATHS,
             ],
+            [openapi.COMPONENTS, admin_api.OPENAPI_COMPONENTS],
         )
         return JSONResponse(doc, headers=CORS)
 
@@ -439,6 +448,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             *websub_subscriber.routes(agg),
             *admin_stories.routes(agg),
             *admin_tags.routes(agg),
+            *admin_api.routes(admin_ops),
         ],
         # Timing outermost, so hot-path answers and refusals are measured too. Then the
         # guard, so every path under /admin, whoever registers it, needs the admin token;

@@ -218,6 +218,11 @@ class Repository:
         with self._reading() as s:
             return {r.url: _state(r) for r in s.scalars(select(FeedRow))}
 
+    def feed_url_by_id(self, feed_id: int) -> str | None:
+        """The URL of the feed with this row id (the admin API's name for it), or None."""
+        with self._reading() as s:
+            return s.scalar(select(FeedRow.url).where(FeedRow.id == feed_id))
+
     def disabled_feeds(self) -> dict[str, str]:
         """url -> reason, for feeds the poller disabled (410 Gone)."""
         with self._reading() as s:
@@ -256,6 +261,7 @@ class Repository:
                     items_per_day=round(int(recent.get(r.id, 0)) / 7, 2),
                     moved_to=r.moved_to,
                     disabled_reason=r.disabled_reason,
+                    id=r.id,
                 )
                 for r in s.scalars(select(FeedRow).order_by(FeedRow.id))
             ]
@@ -656,6 +662,11 @@ class Repository:
         """The next ``limit`` entries by id after ``after_id`` (re-tagging walks them all)."""
         with self._reading() as s:
             return tagging.entry_batch(s, after_id, limit)
+
+    def recent_entries(self, limit: int) -> list[StoredEntry]:
+        """The ``limit`` entries stored last, newest first (topic rule previews)."""
+        with self._reading() as s:
+            return tagging.recent_entries(s, limit)
 
     def replace_tags(self, changes: Sequence[tagging.TagChange]) -> set[str]:
         """Store re-computed tags in one transaction; returns the tag keys that changed.

@@ -86,6 +86,13 @@ def entry_batch(s: Session, after_id: int, limit: int) -> list[StoredEntry]:
     return [_stored(r) for r in s.scalars(q)]
 
 
+def recent_entries(s: Session, limit: int) -> list[StoredEntry]:
+    """The ``limit`` entries stored last, newest first."""
+    # By primary key: ids grow as entries are stored, and the key needs no extra index.
+    q = select(EntryRow).options(*_LOAD).order_by(EntryRow.id.desc()).limit(limit)
+    return [_stored(r) for r in s.scalars(q)]
+
+
 def replace_tags(s: Session, changes: Sequence[TagChange]) -> set[str]:
     """Apply the changes; returns the tag keys (and ``lang:xx``) whose entries changed.
 

@@ -136,3 +136,17 @@ def test_empty_or_missing_file_gets_a_feed_list(tmp_path: Path) -> None:
     p = tmp_path / "feeds.yaml"
     ff.edit(p, lambda d: ff.add_feed(d, "https://x.example/rss", tags=["a"]))
     assert p.read_text() == "feeds:\n- url: https://x.example/rss\n  tags: [a]\n"
+
+
+def test_removing_the_first_item_keeps_the_heading_after_it(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    head = "# Feeds\nfeeds:\n  # World news\n"
+    first = "  - url: https://world.example.com/rss\n    tags: [world]\n"
+    rest = (
+        "  # Science\n  - url: https://science.example.org/feed\n"
+        "    title: Science & Nature\n  - url: https://space.example.org/atom\n\ntopics: []\n"
+    )
+    p.write_text(head + first + rest)
+    ff.edit(p, lambda d: ff.remove_feed(d, "https://world.example.com/rss"))
+    # Nothing says whether "# World news" headed only the removed feed: both comments stay.
+    assert p.read_text() == head + rest
