@@ -138,7 +138,8 @@ OPENAPI_PATHS = {
 
 def story_uid(ref: str) -> str:
     """A story uid from a uid or a published item id."""
-    ref = ref.strip()
+    # No uid holds a NUL, and PostgreSQL refuses one in a query parameter: drop it (404).
+    ref = ref.strip().replace("\x00", "")
     return ref.removeprefix(ITEM_ID_PREFIX)
 
 

@@ -49,7 +49,12 @@ OPENAPI_PATHS = {
 def routes(agg: Aggregator) -> list[BaseRoute]:
     async def explain_item(request: Request) -> Response:
         item = request.path_params["item"]
-        found = await asyncio.to_thread(explain, agg.repo, agg.tagger, item)
+        # No stored id holds a NUL, and PostgreSQL refuses one in a query parameter.
+        found = (
+            await asyncio.to_thread(explain, agg.repo, agg.tagger, item)
+            if "\x00" not in item
+            else []
+        )
         if not found:
             return JSONResponse(
                 {"error": f"no stored item {item!r} (an entry id or a story id)"},

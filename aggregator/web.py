@@ -20,6 +20,7 @@ URL scheme::
     /admin/items/{id}/explain why an item has its tags (admin_tags.py)
     /admin/feeds, /admin/topics, /admin/retag, /admin/jobs/...
                               feeds.yaml edited live, feed health, previews (admin_api.py)
+    /admin                    the admin page: health, feed and topic editors (admin_page.py)
 
 Every feed takes filters and page cursors as query parameters (aggregator/filters.py,
 docs/feeds-api.md); a malformed one is a 400. Rendering, caching by content version and
@@ -51,6 +52,7 @@ from storage import HubStore
 
 from . import (
     admin_api,
+    admin_page,
     admin_stories,
     admin_tags,
     admin_web,
@@ -65,8 +67,8 @@ from . import (
     websub_subscriber,
 )
 from .admin_guard import AdminGuard
-from .body_limit import BodyLimit
 from .admin_ops import AdminOps
+from .body_limit import BodyLimit
 from .config import TopicConfig
 from .exceptions import StorageError
 from .places import country_name
@@ -395,6 +397,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
                 admin_api.OPENAPI_PATHS,
                 admin_web.OPENAPI_PATHS,
                 admin_tags.OPENAPI_PATHS,
+                admin_page.OPENAPI_PATHS,
             ],
             [openapi.COMPONENTS, admin_api.OPENAPI_COMPONENTS],
         )
@@ -449,6 +452,7 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
             *admin_stories.routes(agg),
             *admin_tags.routes(agg),
             *admin_api.routes(admin_ops),
+            *admin_page.routes(admin_ops),
         ],
         # Timing outermost, so hot-path answers and refusals are measured too. Then the
         # guard, so every path under /admin, whoever registers it, needs the admin token;
