@@ -156,6 +156,7 @@ async def _poll_once(
 
 async def _poll_forever(agg: Aggregator) -> None:
     agg.start_polling()
+    agg.start_watching()
     try:
         await asyncio.Event().wait()
     finally:
@@ -223,6 +224,7 @@ async def _work_forever(agg: Aggregator) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     w = agg.start_worker()
+    agg.start_watching()
     console.print(f"worker {w.owner} polling due feeds (lease {w.lease}, up to {w.capacity})")
     try:
         await stop.wait()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -218,8 +218,24 @@ class PollScheduler:
         """Make the jobs match ``feeds`` (url, interval, stored next poll): add, change, drop."""
         now = now or datetime.now(UTC)
         wanted = {url for url, _, _ in feeds}
-        for url in self._jobs - wanted:
-            self._scheduler.remove_job(url)
+        self.update(feeds, self._jobs - wanted, now)
+
+    def update(
+        self,
+        feeds: Sequence[tuple[str, timedelta, datetime | None]],
+        remove: Iterable[str] = (),
+        now: datetime | None = None,
+    ) -> None:
+        """(Re)schedule only ``feeds`` and drop ``remove``; every other job keeps its time.
+
+        A hot reload uses this, so an edit of one feed does not move the others' polls.
+        """
+        now = now or datetime.now(UTC)
+        for url in remove:
+            if url in self._jobs:
+                self._jobs.discard(url)
+                if self._scheduler.get_job(url) is not None:
+                    self._scheduler.remove_job(url)
         for i, (url, interval, stored_next) in enumerate(feeds):
             first = first_poll_at(now, interval, stored_next, i, len(feeds))
             trigger = IntervalTrigger(seconds=interval.total_seconds(), timezone=UTC)
@@ -235,7 +251,14 @@ class PollScheduler:
                 coalesce=True,
                 misfire_grace_time=None,
             )
-        self._jobs = wanted
+            self._jobs.add(url)
+
+    def interval(self, url: str) -> timedelta | None:
+        """The interval ``url`` is scheduled with (None: not scheduled)."""
+        job: Any = self._scheduler.get_job(url)
+        if job is None:
+            return None
+        return job.trigger.interval  # type: ignore[no-any-return]
 
     async def _run(self, url: str) -> None:
         try:

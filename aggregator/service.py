@@ -22,6 +22,7 @@ from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
 from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
+from .reload import ConfigChange, ConfigWatcher, Reloader
 from .schedule import PollScheduler
 from .subscriber import PushSettings, Subscriber
 from .tag import Tagger
@@ -42,6 +43,9 @@ class Aggregator:
         # The errors of the last feeds.yaml edit that was refused (None: the file is in use).
         self.last_config_error: list[str] | None = None
         self.worker: ClaimLoop | None = None
+        self.reloader = Reloader()
+        self.watcher: ConfigWatcher | None = None
+        self._retired: set[asyncio.Task[None]] = set()
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
         self.repo.preferred_sources = config.dedup.preferred_sources
 
@@ -85,6 +89,56 @@ class Aggregator:
                 ),
             )
         return self._ctx
+
+    def refresh_context(self, tagger: Tagger, *, rebuild: bool) -> None:
+        """After a reload: polls use ``tagger``; ``rebuild`` makes a new context from config.
+
+        Polls in flight keep the old context; its HTTP client is closed once they are done
+        (at most one fetch timeout later).
+        """
+        old = self._ctx
+        if old is None:
+            return
+        if not rebuild:
+            old.tagger = tagger
+            return
+        self._ctx = None
+        grace = max(old.limits.timeout, 1.0) + 5
+
+        async def close_later() -> None:
+            try:
+                await asyncio.sleep(grace)
+            finally:
+                await old.client.aclose()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    @property
+    def scheduler(self) -> PollScheduler | None:
+        """The feed scheduler when this process polls on schedule (serve, poll)."""
+        return self._scheduler
+
+    @staticmethod
+    def spec(feed: FeedConfig) -> FeedSpec:
+        return _spec(feed)
+
+    async def reload(self, new_config: Config) -> ConfigChange:
+        """Apply an already validated feeds.yaml to the running process (aggregator/reload.py).
+
+        New feeds are synced and scheduled, removed ones stopped (their items kept), changed
+        settings applied, and changed topics re-tagged in the background. Clears
+        ``last_config_error``. Returns what changed.
+        """
+        return await self.reloader.apply(self, new_config)
+
+    def start_watching(self, *, retag: bool = True) -> ConfigWatcher:
+        """Watch feeds.yaml and reload on every valid edit; ``retag`` after topic edits."""
+        self.reloader.retag = retag
+        self.watcher = ConfigWatcher(self)
+        self.watcher.start()
+        return self.watcher
 
     @property
     def subscriber(self) -> Subscriber:
@@ -201,6 +255,10 @@ class Aggregator:
         return self.worker
 
     async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+        await self.reloader.stop()
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
@@ -210,6 +268,9 @@ class Aggregator:
         if self._ctx is not None:
             await self._ctx.client.aclose()
             self._ctx = None
+        for task in list(self._retired):
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
 
     def close(self) -> None:
         self.repo.close()

@@ -119,8 +119,9 @@ async def _db(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
-    """The ASGI app; with ``poll`` its lifespan also runs the feed scheduler."""
+def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Starlette:
+    """The ASGI app; its lifespan runs the feed scheduler (``poll``) and the feeds.yaml
+    watcher (``watch``: valid edits apply live, aggregator/reload.py)."""
 
     def topic_or_404(slug: str) -> TopicConfig:
         topic = agg.config.topic(slug)
@@ -422,6 +423,9 @@ def create_app(agg: Aggregator, *, poll: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if poll:
             agg.start_polling()
+        if watch:
+            # A web-only process follows topic edits but leaves re-tagging to the pollers.
+            agg.start_watching(retag=poll)
         websub.start()
         try:
             yield
