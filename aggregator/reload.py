@@ -242,9 +242,12 @@ class Reloader:
         return await task
 
     async def stop(self) -> None:
+        task = self._retag_task
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            return  # started by another event loop (another thread): its owner stops it
         self._stopping = True
-        if self._retag_task is not None:
-            await asyncio.gather(self._retag_task, return_exceptions=True)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
             self._retag_task = None
         self._stopping = False
 
@@ -271,6 +274,10 @@ class ConfigWatcher:
     async def ready(self) -> None:
         """Wait until the watch is in place (edits from then on are seen)."""
         await self._ready.wait()
+
+    def owned_here(self) -> bool:
+        """Whether the running event loop is the one watching (only it can stop the watch)."""
+        return self._task is None or self._task.get_loop() is asyncio.get_running_loop()
 
     async def stop(self) -> None:
         self._stop.set()

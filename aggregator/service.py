@@ -255,7 +255,9 @@ class Aggregator:
         return self.worker
 
     async def stop(self) -> None:
-        if self.watcher is not None:
+        # The watcher runs on the loop of the server that started it; a stop from another
+        # loop (a one-off poll from another thread in tests) leaves it to that server.
+        if self.watcher is not None and self.watcher.owned_here():
             await self.watcher.stop()
             self.watcher = None
         await self.reloader.stop()
