@@ -29,8 +29,7 @@ from .config import Config, FeedConfig, TopicConfig
 from .exceptions import ConfigEditError
 from .retag import RetagResult, retag, tagger_for
 from .service import Aggregator
-from .tag import Tagger
-from .types import FeedHealth, FeedSpec, StoredEntry
+from .types import FeedHealth, StoredEntry
 
 log = logging.getLogger("aggregator.admin")
 
@@ -217,40 +216,12 @@ class AdminOps:
         return config, result, job
 
     async def apply_config(self, config: Config) -> None:
-        """Make this process follow ``config``, just written to feeds.yaml.
+        """Make this process follow ``config``, just written to feeds.yaml (hot reload).
 
-        Interim: the hot-reload work adds Aggregator.reload for every path that changes
-        feeds.yaml; this applies what an admin edit can change (feeds, intervals, topics).
+        The re-tagging is left to this module's jobs (with progress), not to the reload.
         """
-        agg = self.agg
-        tagger = await asyncio.to_thread(Tagger.from_config, config)
-        specs = [
-            FeedSpec(url=f.url, title=f.title, tags=f.tags, enabled=f.enabled) for f in config.feeds
-        ]
-        await asyncio.to_thread(agg.repo.sync_feeds, specs)
-        agg.config = config
-        agg.tagger = tagger
-        ctx = agg._ctx
-        if ctx is not None:
-            ctx.tagger = tagger
-        agg.repo.preferred_sources = config.dedup.preferred_sources
-        agg.last_config_error = None
-        scheduler = agg._scheduler
-        if scheduler is not None:
-            states = await asyncio.to_thread(agg.repo.feed_states)
-            enabled = await asyncio.to_thread(agg.enabled_feeds)
-            scheduler.schedule(
-                [
-                    (
-                        f.url,
-                        config.interval_for(f),
-                        states[f.url].next_poll_at if f.url in states else None,
-                    )
-                    for f in enabled
-                ],
-                now=datetime.now(UTC),
-            )
-        log.info("admin edit applied feeds=%d topics=%d", len(config.feeds), len(config.topics))
+        change = await self.agg.reload(config, retag=False)
+        log.info("admin edit applied %s", change.summary())
 
     # -- feeds ----------------------------------------------------------------------------
 

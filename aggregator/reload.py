@@ -164,7 +164,7 @@ class Reloader:
     retags: int = 0  # re-tag runs finished (tests and logs)
     last_retag: RetagResult | None = None
 
-    async def apply(self, agg: Aggregator, new: Config) -> ConfigChange:
+    async def apply(self, agg: Aggregator, new: Config, *, retag: bool = True) -> ConfigChange:
         async with self._lock:
             old = agg.config
             change = plan(old, new)
@@ -184,7 +184,7 @@ class Reloader:
                     ", ".join(change.restart),
                 )
             log.info("reloaded %s: %s", agg.config_path, change.summary())
-            if self.retag and change.needs_retag:
+            if retag and self.retag and change.needs_retag:
                 self._start_retag(agg, new, change.retag_topics)
             return change
 

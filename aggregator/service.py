@@ -124,14 +124,14 @@ class Aggregator:
     def spec(feed: FeedConfig) -> FeedSpec:
         return _spec(feed)
 
-    async def reload(self, new_config: Config) -> ConfigChange:
+    async def reload(self, new_config: Config, *, retag: bool = True) -> ConfigChange:
         """Apply an already validated feeds.yaml to the running process (aggregator/reload.py).
 
         New feeds are synced and scheduled, removed ones stopped (their items kept), changed
-        settings applied, and changed topics re-tagged in the background. Clears
-        ``last_config_error``. Returns what changed.
+        settings applied, and changed topics re-tagged in the background (``retag=False``:
+        the caller re-tags). Clears ``last_config_error``. Returns what changed.
         """
-        return await self.reloader.apply(self, new_config)
+        return await self.reloader.apply(self, new_config, retag=retag)
 
     def start_watching(self, *, retag: bool = True) -> ConfigWatcher:
         """Watch feeds.yaml and reload on every valid edit; ``retag`` after topic edits."""
