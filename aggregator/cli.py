@@ -9,6 +9,7 @@ aggregator web                 serve only (= serve --no-poll), one of several we
 aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
 aggregator topics list         the topics and their rules
 aggregator retag [--topic S]   re-apply the current topics to stored items, publish changes
+aggregator status [--json]     feed health: last poll, errors, next poll, items/day
 aggregator explain ITEM        why an item has its tags (stored reasons, today's verdicts)
 aggregator opml import|export  the feed list as OPML
 aggregator stories --since 1d  the largest stories and their sources (what merged)
@@ -18,6 +19,7 @@ aggregator stories split STORY ENTRY...   move entries off a wrongly merged stor
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -32,14 +34,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from ruamel.yaml.comments import CommentedMap
 
+from storage import open_repository
+
 from . import discover, feeds_file, logs, opml
 from .admin_stories import story_uid
-from .config import Config, load_config, parse_duration
+from .config import Config, database_url, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
 from .explain import explain
 from .retag import retag
 from .service import Aggregator, fetch_limits
-from .types import PollResult
+from .types import FeedHealth, PollResult
 
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 
@@ -241,6 +245,142 @@ def web(
 ) -> None:
     """Serve the topic feeds only; `aggregator worker` processes do the polling."""
     serve(config=config, host=host, port=port, no_poll=True, verbose=verbose)
+
+
+# -- feed health ------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("feeds.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The health of every feed: last attempt and success, errors, next poll, items per day."""
+    cfg = _load_config(config)
+    try:
+        repo = open_repository(database_url(cfg, config))
+    except AggregatorError as e:
+        err_console.print(f"[red]cannot open the store:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
+    try:
+        now = datetime.now(UTC)
+        health = repo.feed_health(now)
+    finally:
+        repo.close()
+    listed = {f.url for f in cfg.feeds}
+    # Feeds never polled yet are not in the store: show them too, as waiting.
+    known = {h.url for h in health}
+    rows = [(h, h.url in listed) for h in health] + [
+        (_never_polled(f.url, f.title, f.enabled), True) for f in cfg.feeds if f.url not in known
+    ]
+    if as_json:
+        sys.stdout.write(
+            json.dumps([_health_json(h, listed_) for h, listed_ in rows], indent=2) + "\n"
+        )
+        return
+    table = Table(title=f"Feed health ({config})")
+    for col in ("feed", "status", "last attempt", "last success", "errors", "last error"):
+        table.add_column(col, overflow="fold")
+    table.add_column("next poll")
+    table.add_column("items/day", justify="right")
+    failing = disabled = 0
+    for h, listed_ in rows:
+        off = not h.enabled or h.disabled_reason is not None or not listed_
+        bad = not off and _failing(h)
+        failing += bad
+        disabled += off
+        state = h.last_status or "never polled"
+        if h.last_http_status:
+            state += f" ({h.last_http_status})"
+        if h.disabled_reason:
+            state += f"\ndisabled: {h.disabled_reason}"
+        elif not listed_:
+            state += "\nnot in feeds.yaml"
+        elif not h.enabled:
+            state += "\ndisabled"
+        if h.moved_to:
+            state += f"\nmoved to {h.moved_to}"
+        table.add_row(
+            escape(f"{h.title}\n{h.url}" if h.title else h.url),
+            escape(state),
+            _ago(h.last_attempt_at, now),
+            _ago(h.last_success_at, now),
+            str(h.consecutive_errors),
+            escape(h.last_error or ""),
+            "-" if off else _ago(h.next_poll_at, now),
+            f"{h.items_per_day:g}",
+            style="red" if bad else ("dim" if off else None),
+        )
+    console.print(table)
+    console.print(
+        f"{len(rows)} feeds: {len(rows) - failing - disabled} ok, "
+        f"[red]{failing} failing[/red], {disabled} disabled or removed",
+        highlight=False,
+    )
+
+
+def _never_polled(url: str, title: str | None, enabled: bool) -> FeedHealth:
+    return FeedHealth(
+        url=url,
+        title=title or "",
+        enabled=enabled,
+        last_attempt_at=None,
+        last_success_at=None,
+        last_status=None,
+        last_http_status=None,
+        last_error=None,
+        consecutive_errors=0,
+        next_poll_at=None,
+        entries=0,
+        items_per_day=0.0,
+    )
+
+
+def _failing(h: FeedHealth) -> bool:
+    return h.consecutive_errors > 0 or h.last_status == "error"
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    """'5m ago' / 'in 12m' / '-': what an admin reads at a glance."""
+    if when is None:
+        return "-"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - now).total_seconds()
+    span = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if span >= size:
+            text = f"{int(span // size)}{unit}"
+            break
+    else:
+        text = f"{int(span)}s"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def _health_json(h: FeedHealth, listed: bool) -> dict[str, object]:
+    def iso(when: datetime | None) -> str | None:
+        if when is None:
+            return None
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+    return {
+        "url": h.url,
+        "title": h.title,
+        "listed": listed,
+        "enabled": h.enabled and listed and h.disabled_reason is None,
+        "failing": _failing(h),
+        "last_attempt_at": iso(h.last_attempt_at),
+        "last_success_at": iso(h.last_success_at),
+        "last_status": h.last_status,
+        "last_http_status": h.last_http_status,
+        "consecutive_errors": h.consecutive_errors,
+        "last_error": h.last_error,
+        "next_poll_at": iso(h.next_poll_at),
+        "items_per_day": h.items_per_day,
+        "entries": h.entries,
+        "moved_to": h.moved_to,
+        "disabled_reason": h.disabled_reason,
+    }
 
 
 # -- tagging -----------------------------------------------------------------------------------
