@@ -9,6 +9,7 @@ to trust, raises ``ParseError``; problems we can live with become ``warnings``.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import json
@@ -27,7 +28,7 @@ import feedparser
 import nh3
 
 from .exceptions import ParseError
-from .sanitize import media_type, plain_text, safe_url
+from .sanitize import media_type, plain_text, safe_url, scrub
 from .types import Enclosure, FeedHints, ParsedEntry, ParsedFeed
 
 __all__ = ["parse"]
@@ -48,6 +49,18 @@ ALLOWED_ATTRIBUTES: dict[str, frozenset[str]] = {
 }
 URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
+
+# Bounds on what one feed may make us store; past them the rest is dropped with a warning
+# (a feed of 100,000 items or a 10 MB title is an attack or a bug, not news).
+MAX_ENTRIES = 5000  # entries read from one document (the first: feeds list newest first)
+MAX_TEXT_CHARS = 2000  # a title, an author or a category
+MAX_NAMES = 100  # categories or authors of one entry
+MAX_ENCLOSURES = 20
+MAX_HTML_CHARS = 1_000_000  # an HTML field, before cleaning
+MAX_URL_CHARS = 2000  # longer links are dropped (store columns and indexes hold 2048)
+MAX_GUID_CHARS = 1000  # a longer guid is replaced by its SHA-256
+_ENTRY_START = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)[\s>/]", re.IGNORECASE)
+_ENTRY_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>", re.IGNORECASE)
 
 # A clock a little fast at the publisher is normal; a year ahead is a broken feed that
 # would otherwise pin its items to the top of every list.
@@ -129,11 +142,18 @@ class _Context:
         """``link`` made absolute against the base; None unless it is an http(s) URL."""
         if not isinstance(link, str) or not link.strip():
             return None
-        resolved = _join(self.base, link.strip())
-        return safe_url(resolved) if resolved and _is_web_url(resolved) else None
+        if len(link) > MAX_URL_CHARS:
+            return None
+        resolved = _join(self.base, scrub(link.strip()))
+        if not resolved or not _is_web_url(resolved) or len(resolved) > MAX_URL_CHARS:
+            return None
+        return safe_url(resolved)
 
     def html(self, value: str) -> str:
-        return self.cleaner.clean(value).strip()
+        if len(value) > MAX_HTML_CHARS:
+            self.warnings.append(f"an HTML field of {len(value)} characters was cut")
+            value = value[:MAX_HTML_CHARS]  # nh3 closes whatever the cut left open
+        return self.cleaner.clean(scrub(value)).strip()
 
     def date(self, value: datetime | None, what: str) -> datetime | None:
         if value is not None and value > self.latest_allowed:
@@ -195,7 +215,7 @@ def _plain(value: object) -> str:
     Markup in it is dropped too (sanitize.plain_text): a "plain" title or category is
     shown as HTML by many readers, so ``<script>`` in one must not reach them.
     """
-    return _collapse(plain_text(value)) if isinstance(value, str) else ""
+    return _collapse(plain_text(value))[:MAX_TEXT_CHARS] if isinstance(value, str) else ""
 
 
 def _markup_to_plain(value: str) -> str:
@@ -214,7 +234,36 @@ def _text_of(clean_html: str) -> str:
 
 
 def _escape_text(value: str) -> str:
-    return html.escape(value.strip(), quote=False)
+    return html.escape(scrub(value[:MAX_HTML_CHARS]).strip(), quote=False)
+
+
+def _guid(value: object) -> str | None:
+    """A usable guid: stripped, storable; a giant one replaced by its hash."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # JSON Feed: numeric ids are common and mean the same
+    if not isinstance(value, str) or not value.strip():
+        return None
+    guid = scrub(value.strip())
+    if len(guid) > MAX_GUID_CHARS:
+        return "sha256:" + hashlib.sha256(guid.encode("utf-8", "replace")).hexdigest()
+    return guid
+
+
+def _first_entries(content: bytes, ctx: _Context) -> bytes:
+    """The document with at most MAX_ENTRIES items/entries: the rest cut out, the closing
+    tags after the last one kept, so the cut document is as well-formed as the whole."""
+    count = 0
+    cut = None
+    for m in _ENTRY_START.finditer(content):
+        count += 1
+        if count == MAX_ENTRIES + 1:
+            cut = m.start()
+    if cut is None:
+        return content
+    ends = [m.end() for m in _ENTRY_END.finditer(content, cut)]
+    tail = content[ends[-1] :] if ends else b""
+    ctx.warnings.append(f"{count} entries in the document; only the first {MAX_ENTRIES} read")
+    return content[:cut] + tail
 
 
 def _dedup(values: Iterable[str]) -> tuple[str, ...]:
@@ -223,6 +272,8 @@ def _dedup(values: Iterable[str]) -> tuple[str, ...]:
         v = _collapse(v)
         if v and v not in seen:
             seen[v] = None
+            if len(seen) == MAX_NAMES:
+                break
     return tuple(seen)
 
 
@@ -299,6 +350,7 @@ def _dates(
 
 def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> ParsedFeed:
     _refuse_dangerous_entities(content)
+    content = _first_entries(content, ctx)
     fp_headers = dict(headers)
     # feedparser resolves relative URIs against content-location; without it they
     # would stay relative (it never sees the URL we fetched).
@@ -578,8 +630,7 @@ def _fp_entry(entry: Any, feed_authors: tuple[str, ...], ctx: _Context) -> Parse
     # published with a DeprecationWarning), and we want exactly what the feed said.
     get: Callable[[str], Any] = partial(dict.get, entry)
 
-    guid = get("id")
-    guid = guid.strip() if isinstance(guid, str) and guid.strip() else None
+    guid = _guid(get("id"))
 
     summary_detail = get("summary_detail")
     if not isinstance(summary_detail, Mapping) and isinstance(get("summary"), str):
@@ -627,10 +678,12 @@ def _fp_enclosures(entry: Any, ctx: _Context) -> tuple[Enclosure, ...]:
     for media in dict.get(entry, "media_content") or []:
         if isinstance(media, Mapping):
             candidates.append((media.get("url"), media.get("type"), media.get("filesize")))
-    for href, mime, length in candidates:
+    for href, mime, length in candidates[: MAX_ENCLOSURES * 4]:
         absolute = ctx.absolute(href)
         if absolute and absolute not in found:
             found[absolute] = Enclosure(absolute, media_type(mime), _int_or_none(length))
+            if len(found) == MAX_ENCLOSURES:
+                break
     return tuple(found.values())
 
 
@@ -658,6 +711,9 @@ def _parse_json_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> 
     base = home or ctx.absolute(doc.get("feed_url")) or ctx.url
     ctx.set_base(base)
     feed_authors = _json_authors(doc)
+    if len(items) > MAX_ENTRIES:
+        ctx.warnings.append(f"{len(items)} items; only the first {MAX_ENTRIES} read")
+        items = items[:MAX_ENTRIES]
     parsed: list[ParsedEntry] = []
     for i, item in enumerate(items):
         try:
@@ -694,16 +750,10 @@ def _json_authors(node: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _json_entry(item: dict[str, Any], feed_authors: tuple[str, ...], ctx: _Context) -> ParsedEntry:
-    raw_id = item.get("id")
-    # The spec says string, but numeric ids are common and meant the same.
-    guid = (
-        str(raw_id).strip()
-        if isinstance(raw_id, str | int) and not isinstance(raw_id, bool)
-        else ""
-    )
+    guid = _guid(item.get("id"))
 
     raw_text = item.get("content_text")
-    content_text = raw_text if isinstance(raw_text, str) else ""
+    content_text = scrub(raw_text[:MAX_HTML_CHARS]) if isinstance(raw_text, str) else ""
     raw_html = item.get("content_html")
     content_html = ctx.html(raw_html) if isinstance(raw_html, str) else ""
     content_html = content_html or (_escape_text(content_text) if content_text.strip() else "")
@@ -724,7 +774,7 @@ def _json_entry(item: dict[str, Any], feed_authors: tuple[str, ...], ctx: _Conte
 
     enclosures: dict[str, Enclosure] = {}
     attachments = item.get("attachments")
-    for att in attachments if isinstance(attachments, list) else []:
+    for att in attachments[: MAX_ENCLOSURES * 4] if isinstance(attachments, list) else []:
         if not isinstance(att, dict):
             continue
         href = ctx.absolute(att.get("url"))
@@ -735,7 +785,7 @@ def _json_entry(item: dict[str, Any], feed_authors: tuple[str, ...], ctx: _Conte
             )
 
     return ParsedEntry(
-        guid=guid or None,
+        guid=guid,
         # external_url points at someone else's page (a linkblog's subject): it is only
         # the link when the item has no page of its own.
         link=ctx.absolute(item.get("url")) or ctx.absolute(item.get("external_url")),

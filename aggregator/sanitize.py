@@ -45,12 +45,23 @@ _BARE_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)>")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 # Characters a URL may not hold unescaped (RFC 3986) that matter in markup, and controls.
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'<>`{}|\\^]")
+# C0 controls but tab, newline and CR; DEL; lone UTF-16 surrogates (from JSON "\ud800"),
+# which no database or encoder takes. PostgreSQL refuses NUL in text outright.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
+
+
+def scrub(value: str) -> str:
+    """``value`` without characters no store or XML document can hold (NUL, controls,
+    lone surrogates); a lone surrogate becomes U+FFFD so the text keeps its shape."""
+    if not _UNSTORABLE.search(value):
+        return value
+    return _UNSTORABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", value)
 
 
 def plain_text(value: str) -> str:
     """``value`` as plain text: entities decoded, then no markup (:func:`strip_markup`)."""
-    return strip_markup(html.unescape(value))
+    return strip_markup(scrub(html.unescape(value)))
 
 
 def strip_markup(text: str) -> str:
