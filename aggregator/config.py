@@ -95,6 +95,12 @@ class Settings(_Strict):
     max_concurrency: int = Field(default=16, ge=1, le=1000)
     items_per_feed: int = Field(default=50, ge=1, le=500)
     user_agent: str | None = None
+    parse_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=256,
+        description="parser processes (default: one per core; 0: parse in a thread)",
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -23,7 +23,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from .config import DedupSettings
@@ -278,4 +278,23 @@ def plan(
                 fingerprint=fingerprint(entry, url) if action != "unchanged" else None,
             )
         )
+    return out
+
+
+def decide(intents: Sequence[EntryIntent], stored_hashes: Mapping[str, str]) -> list[EntryIntent]:
+    """Re-decide intents planned against no stored hashes, now that they are known.
+
+    ``plan(entries, url, {})`` is the part of dedup that needs no store (it runs in a
+    parser process); this is the rest. An unchanged entry drops its fingerprint, as
+    ``plan`` would have given it none.
+    """
+    out = []
+    for intent in intents:
+        stored = stored_hashes.get(intent.identity)
+        if stored is None:
+            out.append(intent if intent.action == "new" else replace(intent, action="new"))
+        elif stored != intent.content_hash:
+            out.append(replace(intent, action="updated"))
+        else:
+            out.append(replace(intent, action="unchanged", tags=(), fingerprint=None))
     return out

@@ -10,9 +10,11 @@ The whole flow, in order::
         410   -> save_poll(error, disabled_reason)        # not polled again
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
                                                           # (429/503: not before Retry-After)
-    # from here on in a worker thread, off the event loop:
-    parsed  = parse(fetched.content, ...)
-    intents = dedup.plan(parsed.entries, repo.entry_hashes(...))
+    # off the event loop, in a parser process (ParsePool: one per core):
+    parsed, planned = prepare(fetched)                    # parse; identities, hashes,
+                                                          # fingerprints of every entry
+    # from here on in a worker thread:
+    intents = dedup.decide(planned, repo.entry_hashes(...))   # new / updated / unchanged
     intents = tag_intents(tagger, intents, feed)           # topics, places, language
     counts  = repo.save_poll(url, PollSave(intents, etag, ...))   # one transaction
 
@@ -47,9 +49,18 @@ from .exceptions import (
 )
 from .fetch import FetchLimits, HostLimiter, fetch, host_key
 from .parse import parse
+from .parsepool import ParsePool
 from .schedule import next_poll_at
 from .tag import Tagger, tag_intents
-from .types import FeedContext, FeedState, Fetched, ParsedFeed, PollResult, PollSave
+from .types import (
+    EntryIntent,
+    FeedContext,
+    FeedState,
+    Fetched,
+    ParsedFeed,
+    PollResult,
+    PollSave,
+)
 
 if TYPE_CHECKING:
     from .subscriber import Subscriber
@@ -74,6 +85,7 @@ class PollContext:
     policy: dedup.Policy = dedup.DEFAULT_POLICY
     timing: schedule.Policy = schedule.DEFAULT_POLICY
     subscriber: Subscriber | None = None  # WebSub: subscribe to the hubs feeds advertise
+    parsers: ParsePool | None = None  # parser processes; None: parse in a thread
     _semaphore: asyncio.Semaphore | None = None
     _hosts: HostLimiter | None = None
 
@@ -91,6 +103,19 @@ class PollContext:
         return self._semaphore
 
 
+def prepare(
+    fetched: Fetched, feed_url: str, started_at: datetime, tracking: dedup.Tracking
+) -> tuple[ParsedFeed, list[EntryIntent]]:
+    """The part of ingesting that needs no store: parse, and plan every entry as new.
+
+    Pure CPU, picklable in and out: it runs in a parser process (``ParsePool``).
+    Identities, content hashes, canonical URLs and near-duplicate fingerprints are made
+    here; ``dedup.decide`` then marks what the store already has.
+    """
+    parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
+    return parsed, dedup.plan(parsed.entries, feed_url, {}, tracking=tracking)
+
+
 def ingest(
     repo: Repository,
     tagger: Tagger,
@@ -104,19 +129,43 @@ def ingest(
 ) -> PollResult:
     """Parse, dedup, tag and store one fetched body (synchronous: runs in a worker thread)."""
     try:
-        parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
+        parsed, planned = prepare(fetched, feed_url, started_at, policy.tracking)
     except ParseError as e:
         return _record_error(
             repo, feed_url, started_at, interval, str(e), fetched.status, 0, timing=timing
         )
-    body_hints = _body_hints(parsed, started_at)
-    stored = repo.entry_hashes(feed_url, dedup.identities(parsed.entries, feed_url))
-    intents = dedup.plan(
-        parsed.entries,
+    return store(
+        repo,
+        tagger,
         feed_url,
-        stored,
-        tracking=policy.tracking,
+        feed_tags,
+        fetched,
+        parsed,
+        planned,
+        started_at,
+        interval,
+        policy,
+        timing,
     )
+
+
+def store(
+    repo: Repository,
+    tagger: Tagger,
+    feed_url: str,
+    feed_tags: Sequence[str],
+    fetched: Fetched,
+    parsed: ParsedFeed,
+    planned: Sequence[EntryIntent],
+    started_at: datetime,
+    interval: timedelta,
+    policy: dedup.Policy = dedup.DEFAULT_POLICY,
+    timing: schedule.Policy = schedule.DEFAULT_POLICY,
+) -> PollResult:
+    """Dedup against the store, tag and save what ``prepare`` made (in a worker thread)."""
+    body_hints = _body_hints(parsed, started_at)
+    stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
+    intents = dedup.decide(planned, stored)
     intents = tag_intents(
         tagger, intents, FeedContext(tuple(feed_tags), parsed.title, parsed.language)
     )
@@ -370,15 +419,39 @@ async def _poll(
                 )
             )
         _log_moved(feed_url, state, fetched.moved_to)
-        tagger = ctx.tagger
+        try:
+            if ctx.parsers is None:
+                parsed, planned = await asyncio.to_thread(
+                    prepare, fetched, feed_url, started_at, ctx.policy.tracking
+                )
+            else:
+                parsed, planned = await ctx.parsers.run(
+                    prepare, fetched, feed_url, started_at, ctx.policy.tracking
+                )
+        except ParseError as e:
+            return await asyncio.to_thread(
+                partial(
+                    _record_error,
+                    repo,
+                    feed_url,
+                    started_at,
+                    interval,
+                    str(e),
+                    fetched.status,
+                    _ms(t0),
+                    timing=timing,
+                )
+            )
         return await asyncio.to_thread(
             partial(
-                ingest,
+                store,
                 repo,
-                tagger,
+                ctx.tagger,
                 feed_url,
                 feed_tags,
                 fetched,
+                parsed,
+                planned,
                 started_at,
                 interval,
                 ctx.policy,

@@ -21,6 +21,7 @@ from storage.push_subscriptions import PushStore
 from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
 from .fetch import FetchLimits, make_client
+from .parsepool import ParsePool
 from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
 from .reload import ConfigChange, ConfigWatcher, Reloader
 from .schedule import PollScheduler
@@ -69,6 +70,7 @@ class Aggregator:
                 tagger=self.tagger,
                 limits=self.limits,
                 concurrency=s.max_concurrency,
+                parsers=ParsePool(s.parse_processes),
                 policy=dedup.Policy.from_settings(self.config.dedup),
                 timing=schedule.Policy(
                     min_interval=self.config.polling.min_interval,
@@ -269,6 +271,8 @@ class Aggregator:
             self._scheduler = None
         if self._ctx is not None:
             await self._ctx.client.aclose()
+            if self._ctx.parsers is not None:
+                await asyncio.to_thread(self._ctx.parsers.shutdown)
             self._ctx = None
         for task in list(self._retired):
             task.cancel()

@@ -332,7 +332,9 @@ def _rss(pid: int) -> int:
 # ----------------------------------------------------------------------------- main
 
 
-def write_config(tmp: Path, urls: list[str], concurrency: int, db_url: str) -> Path:
+def write_config(
+    tmp: Path, urls: list[str], concurrency: int, db_url: str, parsers: int | None = None
+) -> Path:
     from builders import config_yaml
 
     cfg = tmp / "feeds.yaml"
@@ -342,6 +344,7 @@ def write_config(tmp: Path, urls: list[str], concurrency: int, db_url: str) -> P
             database_url=db_url,
             max_concurrency=concurrency,
             fetch_timeout="60s",
+            parse_processes=parsers,  # None: the default, one per core
         )
     )
     return cfg
@@ -358,6 +361,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20, help="items per feed")
     ap.add_argument("--concurrency", type=int, default=64, help="settings.max_concurrency")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bare parse pool")
+    ap.add_argument(
+        "--parse-processes", type=int, default=None, help="settings.parse_processes (0: a thread)"
+    )
     ap.add_argument("--pg", action="store_true", help="PostgreSQL (a throwaway cluster)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -431,7 +437,9 @@ async def aggregator_rounds(
 ) -> tuple[float, float]:
     from aggregator.service import Aggregator
 
-    agg = Aggregator.from_file(write_config(tmp, urls, args.concurrency, db_url))
+    agg = Aggregator.from_file(
+        write_config(tmp, urls, args.concurrency, db_url, args.parse_processes)
+    )
     try:
         times = []
         for expect in ("ok", "not_modified"):

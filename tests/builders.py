@@ -91,10 +91,12 @@ def config_yaml(
     """A feeds.yaml with the given feeds and the shipped topics.
 
     The SSRF guard is off: every test server is on 127.0.0.1 (``polling`` overrides).
+    Bodies are parsed in a thread: starting parser processes would cost every test a
+    second or two; test_parsepool.py runs them.
     """
     shipped = YAML(typ="safe").load((ROOT / "feeds.yaml").read_text())
     doc = {
-        "settings": {"fetch_timeout": "5s", **settings},
+        "settings": {"fetch_timeout": "5s", "parse_processes": 0, **settings},
         "polling": {"allow_private_addresses": True, **(polling or {})},
         "feeds": feeds,
         "topics": shipped["topics"],

@@ -1,0 +1,89 @@
+"""Parsing off the event loop, on every core: a pool of parser processes.
+
+Parsing is what a first fetch costs (feedparser reads about 1,700 items/s on one core),
+and in a thread it holds the GIL the event loop and the store need. ``ParsePool`` runs a
+picklable function (``pipeline.prepare``: parse, identities, hashes, fingerprints) in a
+``ProcessPoolExecutor`` of ``processes`` workers, started on first use with ``spawn``
+(forking a process that runs threads and an event loop is not safe).
+
+A worker that dies (a crash in a C parser, the kernel's OOM killer) breaks the whole
+executor; the poll that was running gets a ``ParseError`` saying so, and the next one
+starts a fresh pool. ``processes=0`` runs the function in a thread instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+from .exceptions import ParseError
+
+log = logging.getLogger("aggregator.parsepool")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def default_processes() -> int:
+    """One parser per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class ParsePool:
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = default_processes() if processes is None else processes
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._executor
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self.processes <= 0:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        pool = self._pool()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, _call, fn, args, kwargs)
+        except BrokenProcessPool as e:
+            self._discard(pool)
+            raise ParseError(
+                "the parser process died while parsing this body (crashed or ran out of memory)"
+            ) from e
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (bench/poll.py counts their memory)."""
+        executor = self._executor
+        procs = getattr(executor, "_processes", None) or {}
+        return list(procs)
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is pool:
+                self._executor = None
+        log.warning("parser pool broken; a new one starts with the next body")
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._executor = self._executor, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call(fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
+    return fn(*args, **kwargs)

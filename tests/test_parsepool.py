@@ -1,0 +1,89 @@
+"""Parsing in parser processes: same results as in a thread; a dead worker costs one poll."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from builders import config_yaml, news_items, rss
+from conftest import FeedServer
+
+from aggregator.exceptions import ParseError
+from aggregator.parsepool import ParsePool
+from aggregator.service import Aggregator
+from aggregator.types import PollResult
+
+FEEDS = [
+    ("/bbc.rss", "bbc_world.rss", "application/rss+xml"),
+    ("/verge.atom", "verge_tech.atom", "application/atom+xml"),
+    ("/npr.json", "npr_news.json", "application/feed+json"),
+]
+
+
+def _die() -> None:
+    os._exit(3)  # what a segfault in a C parser or the OOM killer looks like to the pool
+
+
+def poll_all(agg: Aggregator) -> dict[str, PollResult]:
+    async def run() -> list[PollResult]:
+        try:
+            return await agg.poll_all()
+        finally:
+            await agg.stop()
+
+    return {r.feed_url: r for r in asyncio.run(run())}
+
+
+def make_agg(tmp_path: Path, name: str, urls: list[str], processes: int) -> Aggregator:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        config_yaml(
+            [{"url": u} for u in urls],
+            database_url=f"sqlite:///{tmp_path}/{name}.db",
+            parse_processes=processes,
+        )
+    )
+    return Aggregator.from_file(path)
+
+
+def test_parser_processes_store_what_a_thread_stores(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    urls = [feed_server.serve_file(path, name, content_type=ct) for path, name, ct in FEEDS]
+    urls.append(feed_server.serve("/news.rss", rss(news_items(30))))
+    html = feed_server.serve_file("/page", "not_a_feed.html", content_type="text/html")
+    pooled = make_agg(tmp_path, "pooled", [*urls, html], 2)
+    threaded = make_agg(tmp_path, "threaded", [*urls, html], 0)
+    got, want = poll_all(pooled), poll_all(threaded)
+    assert {u: (r.status, r.new, r.error) for u, r in got.items()} == {
+        u: (r.status, r.new, r.error) for u, r in want.items()
+    }
+    assert got[html].status == "error" and "HTML page" in (got[html].error or "")
+    assert all(got[u].status == "ok" and got[u].new > 0 for u in urls)
+    assert pooled.repo.count_entries() == threaded.repo.count_entries() > 30
+    # stop() ended the parser processes.
+    assert pooled._ctx is None
+
+
+def test_a_dead_parser_fails_one_call_and_the_next_gets_a_new_pool() -> None:
+    pool = ParsePool(1)
+
+    async def run() -> tuple[int, list[int]]:
+        with pytest.raises(ParseError, match="parser process died"):
+            await pool.run(_die)
+        return await pool.run(len, b"four"), pool.pids()
+
+    try:
+        n, pids = asyncio.run(run())
+    finally:
+        pool.shutdown()
+    assert n == 4 and len(pids) == 1
+    assert pool.pids() == []
+
+
+def test_zero_processes_parse_in_a_thread() -> None:
+    pool = ParsePool(0)
+    assert asyncio.run(pool.run(len, b"abc")) == 3
+    assert pool.pids() == []
