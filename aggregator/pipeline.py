@@ -3,10 +3,12 @@
 The whole flow, in order::
 
     state   = repo.feed_state(url)                        # etag, last-modified, moved URL
+                                                          # (batched with other polls')
     with host slot (per-host limit), then a global slot:
     fetched = await fetch(state.moved_to or url, ...)     # network (async)
     # the host slot is given back here; the global one at the end
-        304   -> save_poll(not_modified)                  # nothing else changes
+        304   -> save_not_modified(...)                   # nothing else changes; batched
+                                                          # with other polls' 304s
         410   -> save_poll(error, disabled_reason)        # not polled again
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
                                                           # (429/503: not before Retry-After)
@@ -39,6 +41,7 @@ import httpx
 from storage import Repository
 
 from . import dedup, metrics, schedule
+from .batch import Batcher
 from .exceptions import (
     AggregatorError,
     FetchError,
@@ -58,6 +61,7 @@ from .types import (
     FeedState,
     Fetched,
     ParsedFeed,
+    PollCounts,
     PollResult,
     PollSave,
 )
@@ -88,6 +92,22 @@ class PollContext:
     parsers: ParsePool | None = None  # parser processes; None: parse in a thread
     _semaphore: asyncio.Semaphore | None = None
     _hosts: HostLimiter | None = None
+    _states: Batcher[str, FeedState | None] | None = None
+    _not_modified: Batcher[tuple[str, PollSave], PollCounts] | None = None
+
+    @property
+    def states(self) -> Batcher[str, FeedState | None]:
+        """``await ctx.states(url)``: the feed's state, read with other polls' in one query."""
+        if self._states is None:
+            self._states = Batcher(self.repo.feed_states_for)
+        return self._states
+
+    @property
+    def not_modified(self) -> Batcher[tuple[str, PollSave], PollCounts]:
+        """``await ctx.not_modified((url, save))``: a 304 recorded with others' at once."""
+        if self._not_modified is None:
+            self._not_modified = Batcher(self.repo.save_not_modified)
+        return self._not_modified
 
     @property
     def hosts(self) -> HostLimiter:
@@ -293,7 +313,7 @@ async def poll_feed(
     t0 = time.monotonic()
     interval, timing = slower(interval, ctx.timing, fallback)
     try:
-        state = await asyncio.to_thread(ctx.repo.feed_state, feed_url)
+        state = await ctx.states(feed_url)
     except StorageError:
         state = None  # the poll goes on; saving its outcome will say what is wrong
     target = state.fetch_url if state else feed_url
@@ -385,7 +405,7 @@ async def _poll(
                 next_poll_at=next_poll_at(started_at, interval, hints=hints, policy=timing),
                 moved_to=e.moved_to,
             )
-            await asyncio.to_thread(repo.save_poll, feed_url, save)
+            await ctx.not_modified((feed_url, save))
             return result
         except Gone as e:
             log.warning("feed gone, disabled feed=%s reason=%r", feed_url, str(e))

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -214,6 +214,15 @@ class Repository:
                 return None
             return _state(row)
 
+    def feed_states_for(self, urls: Sequence[str]) -> list[FeedState | None]:
+        """``feed_state`` of many feeds in one query (the poller batches its reads)."""
+        found: dict[str, FeedState] = {}
+        with self._reading() as s:
+            for chunk in _chunks(list(dict.fromkeys(urls))):
+                q = select(FeedRow).where(FeedRow.url.in_(chunk))
+                found.update({r.url: _state(r) for r in s.scalars(q)})
+        return [found.get(u) for u in urls]
+
     def feed_states(self) -> dict[str, FeedState]:
         with self._reading() as s:
             return {r.url: _state(r) for r in s.scalars(select(FeedRow))}
@@ -401,6 +410,78 @@ class Repository:
         if counts.new or counts.updated:
             self.local_changes += 1
         return counts
+
+    def save_not_modified(self, saves: Sequence[tuple[str, PollSave]]) -> list[PollCounts]:
+        """Record many 304 polls in one transaction (the poller batches them).
+
+        What ``save_poll`` does for a 304, in three statements for the whole batch
+        instead of an ORM load and flush per feed: the feed's poll fields (lease
+        released, errors cleared), its poll row, and ``moved_to`` where a 301 led.
+        """
+        for _, save in saves:
+            if save.result.status != "not_modified" or save.intents or save.disabled_reason:
+                raise ValueError("save_not_modified records 304 polls only")
+        feeds = cast(Table, FeedRow.__table__)
+        with self._writing() as s:
+            ids: dict[str, int] = {}
+            for chunk in _chunks(list({url for url, _ in saves})):
+                q = select(FeedRow.url, FeedRow.id).where(FeedRow.url.in_(chunk))
+                ids.update({url: fid for url, fid in s.execute(q).all()})
+            known = [(url, save) for url, save in saves if url in ids]
+            if known:
+                s.execute(
+                    update(feeds)
+                    .where(feeds.c.id == bindparam("b_id"))
+                    .values(
+                        last_attempt_at=bindparam("b_at"),
+                        last_success_at=bindparam("b_at"),
+                        last_status="not_modified",
+                        last_http_status=bindparam("b_http"),
+                        next_poll_at=bindparam("b_next"),
+                        last_error=None,
+                        consecutive_errors=0,
+                        lease_owner=None,
+                        lease_until=None,
+                    ),
+                    [
+                        {
+                            "b_id": ids[url],
+                            "b_at": save.started_at,
+                            "b_http": save.result.http_status,
+                            "b_next": save.next_poll_at,
+                        }
+                        for url, save in known
+                    ],
+                )
+                moved = [(url, save.moved_to) for url, save in known if save.moved_to]
+                if moved:
+                    s.execute(
+                        update(feeds)
+                        .where(feeds.c.id == bindparam("b_id"))
+                        .values(moved_to=bindparam("b_moved")),
+                        [{"b_id": ids[url], "b_moved": to} for url, to in moved],
+                    )
+                s.execute(
+                    insert(cast(Table, PollRow.__table__)),
+                    [
+                        {
+                            "feed_id": ids[url],
+                            "started_at": save.started_at,
+                            "status": "not_modified",
+                            "http_status": save.result.http_status,
+                            "error": None,
+                            "new": 0,
+                            "updated": 0,
+                            "unchanged": 0,
+                            "elapsed_ms": save.result.elapsed_ms,
+                        }
+                        for url, save in known
+                    ],
+                )
+        # A feed not in the store yet (removed while polled) gets save_poll's handling.
+        return [
+            PollCounts(0, 0, 0) if url in ids else self.save_poll(url, save) for url, save in saves
+        ]
 
     @staticmethod
     def _bump_content_version(s: Session) -> None:
