@@ -95,8 +95,8 @@ class Aggregator:
     def refresh_context(self, tagger: Tagger, *, rebuild: bool) -> None:
         """After a reload: polls use ``tagger``; ``rebuild`` makes a new context from config.
 
-        Polls in flight keep the old context; its HTTP client is closed once they are done
-        (at most one fetch timeout later).
+        Polls in flight keep the old context; its HTTP client and parser processes are
+        closed once they are done (at most one fetch timeout later).
         """
         old = self._ctx
         if old is None:
@@ -112,6 +112,9 @@ class Aggregator:
                 await asyncio.sleep(grace)
             finally:
                 await old.client.aclose()
+                if old.parsers is not None:
+                    # The new context starts its own parser processes when it needs them.
+                    await asyncio.to_thread(old.parsers.shutdown)
 
         task = asyncio.get_running_loop().create_task(close_later())
         self._retired.add(task)
