@@ -623,11 +623,23 @@ class Repository:
         roots: dict[str, EntryIntent] = {}
         batch: list[NearCandidate] = []  # this poll's entries, under pseudo story ids < 0
         pseudo: dict[int, str] = {}
+        # The stored candidates of every entry that may need them, in two queries: entries
+        # of this poll are not stored yet, so the loop below cannot change them.
+        stored: dict[str, list[NearCandidate]] = {}
+        if matcher is not None:
+            asking = [
+                i
+                for i in intents
+                if i.fingerprint is not None and not (i.canonical_url and i.canonical_url in by_url)
+            ]
+            fps = [i.fingerprint for i in asking if i.fingerprint is not None]
+            found_all = neardup_store.candidates_many(s, fps, matcher.window)
+            stored = {i.identity: c for i, c in zip(asking, found_all, strict=True)}
         for n, intent in enumerate(intents):
             url, fp = intent.canonical_url, intent.fingerprint
             target: int | str | None = url_target.get(url) if url else None
             if target is None and matcher is not None and fp is not None:
-                found = neardup_store.candidates(s, fp, matcher.window) + batch
+                found = stored.get(intent.identity, []) + batch
                 chosen = matcher.choose(fp, feed.id, found)
                 if chosen is not None:
                     target = pseudo.get(chosen, chosen)

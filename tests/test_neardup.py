@@ -11,11 +11,14 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aggregator import dedup
 from aggregator.neardup import Matcher, features, fingerprint, jaccard
 from aggregator.types import Fingerprint, NearCandidate, ParsedEntry
+from storage import open_repository
+from storage.neardup import candidates, candidates_many
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from dedup_eval import evaluate, load  # noqa: E402
+from dedup_eval import evaluate, load, run  # noqa: E402
 
 T = datetime(2026, 11, 17, 14, 0, tzinfo=UTC)
 PERU = (
@@ -156,3 +159,23 @@ def test_titles_whose_numbers_disagree_stay_apart() -> None:
     long = fp(*PERU)
     short = fp("Magnitude 7.1 earthquake strikes Peru, killing 12", link="https://radio.example/p")
     assert m.score(short, long, same_feed=False) is not None
+
+
+def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: str) -> None:
+    items = load()
+    run(db_url, items[::2], dedup.DEFAULT_POLICY)
+    fps = [f for f in (fingerprint(i.entry, i.entry.link) for i in items[1::2]) if f]
+    repo = open_repository(db_url, run_migrations=False)
+    window = Matcher().window
+    try:
+        with repo._reading() as s:
+            many = candidates_many(s, fps, window)
+            one = [candidates(s, f, window) for f in fps]
+            few = candidates_many(s, fps, window, limit=2)
+            assert candidates_many(s, [], window) == []
+    finally:
+        repo.close()
+    ids = [sorted(c.entry_id for c in found) for found in many]
+    assert ids == [sorted(c.entry_id for c in found) for found in one]
+    assert sum(map(len, ids)) > len(fps) / 2  # rewrites of the stored stories
+    assert [len(f) for f in few] == [min(2, len(i)) for i in ids]
