@@ -13,8 +13,9 @@ from array import array
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from aggregator.types import Fingerprint, NearCandidate
@@ -41,8 +42,9 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
     """Store the fingerprints of newly inserted entries (entry id, fingerprint)."""
     if not fingerprints:
         return
+    # Core inserts of the tables: the ORM's bulk path costs more than the rows here.
     s.execute(
-        insert(EntrySignatureRow),
+        insert(cast(Table, EntrySignatureRow.__table__)),
         [
             {
                 "entry_id": eid,
@@ -61,7 +63,7 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
         for b in dict.fromkeys(fp.buckets)
     ]
     for i in range(0, len(rows), 1000):
-        s.execute(insert(StoryBucketRow), rows[i : i + 1000])
+        s.execute(insert(cast(Table, StoryBucketRow.__table__)), rows[i : i + 1000])
 
 
 def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:

@@ -577,18 +577,24 @@ class Repository:
                 if i.identity in inserted and i.fingerprint is not None
             ],
         )
-        # Stories that an entry of this poll joined are updated when it is newer.
-        for intent in intents:
-            if intent.identity in inserted:
-                s.execute(
-                    update(StoryRow)
-                    .where(
-                        StoryRow.id == story_ids[intent.identity],
-                        StoryRow.updated < intent.entry.updated,
-                    )
-                    .values(updated=intent.entry.updated)
-                    .execution_options(synchronize_session=False)
+        # Stories that an entry of this poll joined are updated when it is newer: one
+        # executemany for the poll, not one ORM statement per entry.
+        stories = cast(Table, StoryRow.__table__)
+        bumps = [
+            {"b_id": story_ids[i.identity], "b_updated": i.entry.updated}
+            for i in intents
+            if i.identity in inserted
+        ]
+        if bumps:
+            s.execute(
+                update(stories)
+                .where(
+                    stories.c.id == bindparam("b_id"),
+                    stories.c.updated < bindparam("b_updated"),
                 )
+                .values(updated=bindparam("b_updated")),
+                bumps,
+            )
         joined = {story_ids[ident] for ident in inserted} & started
         return len(inserted), len(inserted) - len(joined)
 
