@@ -99,7 +99,7 @@ class Settings(_Strict):
         default=None,
         ge=0,
         le=256,
-        description="parser processes (default: one per core; 0: parse in a thread)",
+        description="parser processes (default: one per core but one; 0: parse in a thread)",
     )
 
     @field_validator("base_url")

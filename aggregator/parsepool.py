@@ -3,8 +3,9 @@
 Parsing is what a first fetch costs (feedparser reads about 1,700 items/s on one core),
 and in a thread it holds the GIL the event loop and the store need. ``ParsePool`` runs a
 picklable function (``pipeline.prepare``: parse, identities, hashes, fingerprints) in a
-``ProcessPoolExecutor`` of ``processes`` workers, started on first use with ``spawn``
-(forking a process that runs threads and an event loop is not safe).
+``ProcessPoolExecutor`` of ``processes`` workers (default: one per core but one), started
+on first use with ``spawn`` (forking a process that runs threads and an event loop is not
+safe).
 
 A worker that dies (a crash in a C parser, the kernel's OOM killer) breaks the whole
 executor; the poll that was running gets a ``ParseError`` saying so, and the next one
@@ -32,11 +33,17 @@ T = TypeVar("T")
 
 
 def default_processes() -> int:
-    """One parser per core this process may run on."""
+    """One parser per core this process may run on, but the poller's own (at least one).
+
+    The poller process keeps a core busy too (network, tagging, the store; it is the
+    slower half of a first fetch in bench/poll.py), and each parser process holds about
+    140 MB of imports: one more parser than there are spare cores only adds both.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class ParsePool:

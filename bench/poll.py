@@ -404,7 +404,8 @@ def run(args: argparse.Namespace, port: int, server_pid: int) -> None:
             from pg import PostgresCluster
 
             pg = PostgresCluster()
-            db_url = pg.start()
+            pg.start()
+            db_url = pg.url()
         else:
             db_url = f"sqlite:///{tmp}/poll.db"
         try:
