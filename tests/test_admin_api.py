@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -493,3 +494,33 @@ def test_generated_admin_requests_never_get_a_500(agg: Aggregator, client: TestC
 
     for path, method, op in ops:
         check(path, method, op)
+
+
+def test_admin_page_forms_without_a_browser(agg: Aggregator, client: TestClient) -> None:
+    path = agg.config_path
+    before = path.read_text()
+    page = client.get("/admin")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "<script" not in page.text and 'id="config-error"' not in page.text
+    # A topic loaded into the editor and saved unchanged leaves feeds.yaml as it was.
+    page = client.get("/admin?topic=business")
+    text = html.unescape(re.search(r'name="topic" rows="12">(.*?)</textarea>', page.text, re.S)[1])
+    assert "slug: business" in text and "central bank" in text
+    r = client.post("/admin", data={"do": "save-topic", "topic": text}, follow_redirects=False)
+    assert r.status_code == 303 and "Saved+topic+business" in r.headers["location"]
+    assert path.read_text() == before
+    # Refusals show the errors and keep the input.
+    r = client.post("/admin", data={"do": "preview-topic", "topic": "name: [unclosed"})
+    assert r.status_code == 422 and "not valid YAML" in r.text and "[unclosed" in r.text
+    bad_rule = "name: X\nslug: x\nrules:\n  regex: ['(']\n"
+    r = client.post("/admin", data={"do": "save-topic", "topic": bad_rule})
+    assert r.status_code == 422 and "invalid regular expression" in html.unescape(r.text)
+    r = client.post("/admin", data={"do": "remove-feed", "id": "424242"})
+    assert r.status_code == 404
+    assert client.post("/admin", data={"do": "explode"}).status_code == 422
+    assert path.read_text() == before
+    # The last refused hand edit of feeds.yaml is on the page.
+    agg.last_config_error = ["feeds.yaml:3:5: feeds[0].interval: invalid duration 'soon'"]
+    page = client.get("/admin")
+    assert 'id="config-error"' in page.text and "invalid duration &#x27;soon&#x27;" in page.text

@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
     ("script", "args", "expected"),
     [
         (
+            "admin.py",
+            ["--feeds", "30", "--rounds", "1"],
+            ["GET /admin", "one edit", "preview"],
+        ),
+        (
             "ingest.py",
             ["--feeds", "3", "--items", "5", "--requests", "20"],
             ["bare feedparser", "ingest first poll", " req "],
