@@ -281,8 +281,21 @@ class AdminOps:
             else:
                 feeds_file.add_topic(doc, topic)
 
-        path = self.agg.config_path
-        config, _ = await asyncio.to_thread(feeds_file.edit, path, change, write=False)
+        try:
+            proposed = TopicConfig.model_validate(topic)
+        except ValueError:
+            # Refused: the whole file with the topic in it gives the errors `aggregator
+            # validate` would print, with their lines.
+            path = self.agg.config_path
+            config, _ = await asyncio.to_thread(feeds_file.edit, path, change, write=False)
+        else:
+            # Valid alone is valid in the file (its slug replaces or is new): skip the YAML
+            # round trip of the whole file, which takes seconds for thousands of feeds.
+            current = self.agg.config
+            topics = [proposed if t.slug == proposed.slug else t for t in current.topics]
+            if not existing:
+                topics.append(proposed)
+            config = current.model_copy(update={"topics": tuple(topics)})
         assert isinstance(slug, str)  # the config validated: the topic has a slug
         limit = max(1, min(limit, PREVIEW_MAX))
         return await asyncio.to_thread(self._preview, config, slug, limit)
