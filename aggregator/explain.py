@@ -53,8 +53,9 @@ class Explanation:
 def entry_ids(store: Repository, item: str) -> list[int]:
     """The stored entries an item id names (see the module docstring); [] if none."""
     item = item.strip()
-    if item.isdigit():
-        return [int(item)]
+    # isdigit() also takes '²' and other digits int() refuses; ids fit in 18 digits.
+    if item.isascii() and item.isdigit():
+        return [int(item)] if len(item) <= 18 else []
     uid = unquote(item.removeprefix(STORY_URN))
     return store.story_entry_ids(uid) if uid else []
 
