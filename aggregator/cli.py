@@ -10,6 +10,7 @@ aggregator feeds add|remove|list|enable|disable   edit the feed list (comments k
 aggregator topics list         the topics and their rules
 aggregator retag [--topic S]   re-apply the current topics to stored items, publish changes
 aggregator status [--json]     feed health: last poll, errors, next poll, items/day
+aggregator prune [--dry-run]   prune entries past `retention:`, keep their tombstones
 aggregator explain ITEM        why an item has its tags (stored reasons, today's verdicts)
 aggregator opml import|export  the feed list as OPML
 aggregator stories --since 1d  the largest stories and their sources (what merged)
@@ -36,7 +37,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from storage import open_repository
 
-from . import discover, feeds_file, logs, opml
+from . import discover, feeds_file, logs, opml, retention
 from .admin_stories import story_uid
 from .config import Config, database_url, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
@@ -381,6 +382,43 @@ def _health_json(h: FeedHealth, listed: bool) -> dict[str, object]:
         "moved_to": h.moved_to,
         "disabled_reason": h.disabled_reason,
     }
+
+
+@app.command("prune")
+def prune_cmd(
+    config: ConfigOption = Path("feeds.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be pruned.")
+    ] = False,
+) -> None:
+    """Prune entries past `retention:` (days, max_items); their tombstones stop re-sends."""
+    cfg = _load_config(config)
+    if not retention.enabled(cfg):
+        console.print(f"no retention: in {config}: every entry is kept", highlight=False)
+    try:
+        repo = open_repository(database_url(cfg, config))
+    except AggregatorError as e:
+        err_console.print(f"[red]cannot open the store:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
+    try:
+        counts = retention.prune(repo, cfg, dry_run=dry_run)
+    finally:
+        repo.close()
+    if counts.pruned:
+        table = Table(title="Would prune" if dry_run else "Pruned")
+        table.add_column("feed", overflow="fold")
+        table.add_column("entries", justify="right")
+        for url, n in counts.pruned.items():
+            table.add_row(escape(url), str(n))
+        console.print(table)
+    verb = "would prune" if dry_run else "pruned"
+    console.print(
+        f"{verb} {counts.entries} entries from {len(counts.pruned)} feeds; "
+        f"{counts.stories_hidden} stories {'would be' if dry_run else 'are'} no longer published; "
+        f"{counts.tombstones_expired} tombstones {'would expire' if dry_run else 'expired'}, "
+        f"{counts.tombstones} kept",
+        highlight=False,
+    )
 
 
 # -- tagging -----------------------------------------------------------------------------------

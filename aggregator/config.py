@@ -9,6 +9,7 @@ The file has these top-level keys::
     feeds: [...]        # url, title, tags, interval, enabled
     topics: [...]       # name, slug, description, rules
     category_synonyms:  # optional: extra "category" -> "canonical category" pairs
+    retention:          # optional: prune old entries (days, max_items), keep tombstones
 
 Every error names the file, the line and column, and the field path, e.g.
 ``feeds.yaml:14:5: feeds[2].interval: invalid duration 'soon' (expected e.g. 90s, 30m, 2h, 1d)``.
@@ -152,12 +153,37 @@ def _http_url(v: str) -> str:
     return v
 
 
+class FeedRetention(_Strict):
+    """How much of a feed to keep; unset keys follow the global ``retention:``."""
+
+    days: int | None = Field(
+        default=None, ge=1, description="prune entries published more than this many days ago"
+    )
+    max_items: int | None = Field(
+        default=None, ge=1, description="keep at most this many of the feed's newest entries"
+    )
+
+
+class RetentionConfig(FeedRetention):
+    """``retention:``: pruning old entries (aggregator/retention.py, docs/feeds-yaml.md)."""
+
+    tombstone_days: int = Field(
+        default=365,
+        ge=1,
+        description="keep a pruned entry's identity this long after its feed last sent it",
+    )
+    every: Duration = Field(
+        default=timedelta(hours=1), description="how often a running poller prunes"
+    )
+
+
 class FeedConfig(_Strict):
     url: str
     title: str | None = None
     tags: tuple[str, ...] = ()
     interval: Duration | None = None
     enabled: bool = True
+    retention: FeedRetention | None = None
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
@@ -288,6 +314,7 @@ class Config(_Strict):
     topics: tuple[TopicConfig, ...] = ()
     category_synonyms: dict[str, str] = Field(default_factory=dict)
     tagging: TaggingSettings = TaggingSettings()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -24,6 +24,7 @@ from .fetch import FetchLimits, make_client
 from .parsepool import ParsePool
 from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
 from .reload import ConfigChange, ConfigWatcher, Reloader
+from .retention import Pruner
 from .schedule import PollScheduler
 from .subscriber import PushSettings, Subscriber
 from .tag import Tagger
@@ -46,6 +47,7 @@ class Aggregator:
         self.worker: ClaimLoop | None = None
         self.reloader = Reloader()
         self.watcher: ConfigWatcher | None = None
+        self.pruner: Pruner | None = None
         self._retired: set[asyncio.Task[None]] = set()
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
         self.repo.preferred_sources = config.dedup.preferred_sources
@@ -243,7 +245,15 @@ class Aggregator:
             now=datetime.now(UTC),
         )
         self._scheduler.start()
+        self.start_pruning()
         log.info("polling feeds=%d", len(self.enabled_feeds()))
+
+    def start_pruning(self) -> Pruner:
+        """Prune by ``retention:`` every ``retention.every`` (a no-op while it is unset)."""
+        if self.pruner is None:
+            self.pruner = Pruner(self.repo, lambda: self.config)
+            self.pruner.start()
+        return self.pruner
 
     def start_worker(self, owner: str | None = None) -> ClaimLoop:
         """Poll due feeds claimed with leases, sharing the store with other workers."""
@@ -257,6 +267,7 @@ class Aggregator:
             owner=owner,
         )
         self.worker.start()
+        self.start_pruning()
         return self.worker
 
     async def stop(self) -> None:
@@ -266,6 +277,9 @@ class Aggregator:
             await self.watcher.stop()
             self.watcher = None
         await self.reloader.stop()
+        if self.pruner is not None and self.pruner.owned_here():
+            await self.pruner.stop()
+            self.pruner = None
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None

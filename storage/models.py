@@ -9,6 +9,9 @@
               └──< story_buckets        (LSH bucket keys: the indexed near-duplicate lookup)
     stories ──< story_splits            (entries an admin moved off a story, and where to)
 
+Retention prunes entries to tombstones (``entries.pruned_at``: content emptied, identity,
+hash and signature kept) and hides stories left without a live entry (``stories.pruned``).
+
 An entry is unique per (feed, identity). A story's ``uid`` is fixed when the story is made
 and is the published item id forever. Changes go through Alembic migrations
 (storage/migrations), appended only.
@@ -32,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -104,6 +108,8 @@ class StoryRow(Base):
     published: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Every entry pruned (storage/retention.py): kept for its uid and URL, not published.
+    pruned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     entries: Mapped[list[EntryRow]] = relationship(
         back_populates="story", order_by="EntryRow.first_seen_at"
@@ -136,6 +142,8 @@ class EntryRow(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Detected from the item's words (ISO 639-1); NULL when unknown.
     language: Mapped[str | None] = mapped_column(String(16), index=True)
+    # Set when retention pruned the entry: a tombstone (identity, hash, signature kept).
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     feed: Mapped[FeedRow] = relationship(back_populates="entries")
     story: Mapped[StoryRow] = relationship(back_populates="entries")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +45,7 @@ from aggregator.types import (
 )
 
 from . import clusters as clusters_store
-from . import leases, tagging
+from . import leases, retention, tagging
 from . import neardup as neardup_store
 from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
 from .stories import story_page
@@ -245,7 +245,11 @@ class Repository:
         week_ago = now - timedelta(days=7)
         with self._reading() as s:
             totals = dict(
-                s.execute(select(EntryRow.feed_id, func.count()).group_by(EntryRow.feed_id)).all()
+                s.execute(
+                    select(EntryRow.feed_id, func.count())
+                    .where(EntryRow.pruned_at.is_(None))
+                    .group_by(EntryRow.feed_id)
+                ).all()
             )
             recent = dict(
                 s.execute(
@@ -320,10 +324,32 @@ class Repository:
 
     def count_entries(self, feed_url: str | None = None) -> int:
         with self._reading() as s:
-            q = select(func.count()).select_from(EntryRow)
+            # Live entries: retention's tombstones are not items any more.
+            q = select(func.count()).select_from(EntryRow).where(EntryRow.pruned_at.is_(None))
             if feed_url is not None:
                 q = q.join(FeedRow).where(FeedRow.url == feed_url)
             return int(s.scalar(q) or 0)
+
+    def prune(
+        self,
+        rules: Mapping[str, retention.Rule],
+        default: retention.Rule,
+        tombstone_days: int,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+    ) -> retention.PruneCounts:
+        """Prune entries past their feed's rule to tombstones; expire old tombstones.
+
+        ``dry_run`` counts and changes nothing (storage/retention.py).
+        """
+        with self._reading() if dry_run else self._writing() as s:
+            counts = retention.prune(s, rules, default, tombstone_days, now, dry_run=dry_run)
+            if not dry_run and (counts.entries or counts.stories_hidden):
+                self._bump_content_version(s)
+        if not dry_run and (counts.entries or counts.stories_hidden):
+            self.local_changes += 1
+        return counts
 
     def count_stories(self) -> int:
         with self._reading() as s:
@@ -515,10 +541,12 @@ class Repository:
             row = rows.get(intent.identity)
             if row is None:
                 continue
-            if row.content_hash != intent.content_hash:
+            if row.content_hash != intent.content_hash and row.pruned_at is None:
                 self._update_entry(s, row, intent, now)
                 updated += 1
             else:
+                # A pruned item sent again (even edited) stays a tombstone: not news again.
+                # last_seen_at keeps the tombstone while the feed still carries the item.
                 row.last_seen_at = now
                 unchanged += 1
         s.flush()
@@ -577,6 +605,7 @@ class Repository:
                 if i.identity in inserted and i.fingerprint is not None
             ],
         )
+        retention.revive_stories(s, [story_ids[i] for i in inserted])
         # Stories that an entry of this poll joined are updated when it is newer: one
         # executemany for the poll, not one ORM statement per entry.
         stories = cast(Table, StoryRow.__table__)
@@ -826,7 +855,9 @@ class Repository:
 
 
 def _story_item(story: StoryRow, preferred: Sequence[str] = ()) -> StoryItem:
-    entries = sorted(story.entries, key=lambda e: (e.first_seen_at, e.id))
+    # A story can mix live entries and tombstones; only the live ones are shown.
+    live = [e for e in story.entries if e.pruned_at is None] or story.entries
+    entries = sorted(live, key=lambda e: (e.first_seen_at, e.id))
     if preferred:
         # The lead goes first; the others keep the order they were seen in.
         entries.insert(

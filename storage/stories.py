@@ -26,7 +26,8 @@ def story_page(s: Session, q: StoryQuery, to_item: Callable[[StoryRow], StoryIte
     conds = _conditions(s, q)
     if conds is None:
         return StoryPage([], None, None)
-    stmt = select(StoryRow).where(*conds)
+    # Stories whose every entry retention pruned are kept (uid, URL) but not published.
+    stmt = select(StoryRow).where(StoryRow.pruned.is_(False), *conds)
     newer_first = q.before is None
     if q.after is not None:
         c = q.after

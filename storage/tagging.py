@@ -78,7 +78,8 @@ def entry_batch(s: Session, after_id: int, limit: int) -> list[StoredEntry]:
     """Up to ``limit`` entries with an id above ``after_id``, in id order (keyset paging)."""
     q = (
         select(EntryRow)
-        .where(EntryRow.id > after_id)
+        # Tombstones have no content left to tag (storage/retention.py).
+        .where(EntryRow.id > after_id, EntryRow.pruned_at.is_(None))
         .options(*_LOAD)
         .order_by(EntryRow.id)
         .limit(limit)

@@ -12,7 +12,9 @@ from aggregator.config import (
     Config,
     DedupSettings,
     FeedConfig,
+    FeedRetention,
     PollingConfig,
+    RetentionConfig,
     Settings,
     TopicConfig,
     TopicRules,
@@ -45,6 +47,8 @@ def test_every_feeds_yaml_key_is_documented() -> None:
         TaggingSettings,
         PollingConfig,
         WebSubConfig,
+        RetentionConfig,
+        FeedRetention,
     ]
     keys = {f.alias or name for m in models for name, f in m.model_fields.items()}
     missing = keys - documented_keys()
