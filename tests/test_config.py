@@ -45,7 +45,7 @@ def test_every_error_has_line_column_and_field() -> None:
         "(expected e.g. 90s, 30m, 2h, 1d)",
         "feeds.yaml:4:5: feeds[1].url: not an http(s) URL: 'ftp://example.com/b'",
         "feeds.yaml:5:5: feeds[1].titel: unknown key; did you mean 'title'? "
-        "expected one of: url, title, tags, interval, enabled",
+        "expected one of: url, title, tags, interval, enabled, retention",
         "feeds.yaml:8:5: topics[0].slug (topic \"Politics\"): 'Politics Now' is not a URL slug "
         "(lower-case letters, digits and hyphens)",
         'feeds.yaml:10:15: topics[0].rules.regex[0] (topic "Politics"): invalid regular expression '
