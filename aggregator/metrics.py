@@ -3,7 +3,7 @@
 Counted in the process that does the work (prometheus_client's default registry)::
 
     aggregator_polls_total{status}                  polls by outcome: ok, not_modified, error
-    aggregator_poll_duration_seconds                one poll, queueing for a slot excluded
+    aggregator_poll_duration_seconds                one poll, waiting for a free slot included
     aggregator_pushes_total{status}                 bodies a WebSub hub pushed, by outcome
     aggregator_items_ingested_total{action}         entries stored: new, updated
     aggregator_dedup_merges_total                   new entries that joined an existing story
@@ -52,7 +52,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 POLLS = Counter("aggregator_polls", "Feed polls by outcome", ["status"])
 POLL_SECONDS = Histogram(
     "aggregator_poll_duration_seconds",
-    "Time of one poll: fetch, parse, dedup, tag and save",
+    "Time of one poll: waiting for a host/global slot, fetch, parse, dedup, tag and save",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 PUSHES = Counter("aggregator_pushes", "Feed bodies pushed by a WebSub hub, by outcome", ["status"])

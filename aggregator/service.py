@@ -255,9 +255,17 @@ class Aggregator:
             self.pruner.start()
         return self.pruner
 
-    def start_worker(self, owner: str | None = None) -> ClaimLoop:
-        """Poll due feeds claimed with leases, sharing the store with other workers."""
+    def start_worker(
+        self, owner: str | None = None, clock: Callable[[], datetime] | None = None
+    ) -> ClaimLoop:
+        """Poll due feeds claimed with leases, sharing the store with other workers.
+
+        ``clock``: what "now" is for claims, leases and next-poll times (bench/soak.py
+        drives one that runs faster than real time); default the real UTC time.
+        """
         w = self.config.workers
+        if clock is not None:
+            self._context().clock = clock
         self.worker = ClaimLoop(
             self.repo,
             self.poll,
@@ -265,6 +273,7 @@ class Aggregator:
             claim_every=w.claim_every,
             capacity=w.batch or self.config.settings.max_concurrency,
             owner=owner,
+            **({"clock": clock} if clock is not None else {}),
         )
         self.worker.start()
         self.start_pruning()

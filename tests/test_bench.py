@@ -54,6 +54,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ),
         ("tag_eval.py", ["--modes", "rules", "--limit", "40"], ["macro-F1 rules:"]),
         (
+            "soak.py",
+            ["--feeds", "20", "--minutes", "3", "--speed", "20", "--readers", "1", "--items", "3"],
+            ["polls          :", "items/s", "p99", "queue lag", "web reads", "memory worker1"],
+        ),
+        (
             "tag_speed.py",
             ["--items", "200", "--topics", "20", "--classifier-items", "16"],
             ["rules only (one core)", "rules + classifier", "classifier extra adds"],
