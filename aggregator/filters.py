@@ -183,6 +183,9 @@ def parse_query(
     for name, value in pairs:
         if name not in PARAMS:
             raise FilterError(f"unknown parameter {name!r}; expected one of {', '.join(PARAMS)}")
+        if "\x00" in value:
+            # No store takes it (PostgreSQL refuses NUL in text): a 400, not a 503.
+            raise FilterError(f"{name}: a NUL character is not allowed")
         values.setdefault(name, []).append(value)
     for name in ("since", "until", "q", "limit", "after", "before"):
         if len(values.get(name, ())) > 1:

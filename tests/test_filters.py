@@ -135,3 +135,10 @@ def test_relative_times() -> None:
         got = parse(("since", raw)).since
         assert got == NOW.replace(second=0) - delta
     assert parse(("since", "2w")).since == NOW.replace(second=0) - timedelta(weeks=2)
+
+
+def test_nul_in_any_value_is_a_filter_error() -> None:
+    # Found by tests/test_properties.py: PostgreSQL refused q="\x00..." and the feed was a 503.
+    for name in ("q", "topics", "source", "lang", "since"):
+        with pytest.raises(FilterError, match="NUL"):
+            parse_query([(name, "a\x00b")], now=NOW, default_limit=50)
