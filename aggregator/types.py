@@ -262,6 +262,14 @@ class FeedState(NamedTuple):
         return self.moved_to or self.url
 
 
+class Lease(NamedTuple):
+    """A feed a worker has claimed and not yet saved (storage/leases.py)."""
+
+    url: str
+    owner: str  # host:pid:random of the worker (aggregator/worker.py worker_id)
+    until: datetime
+
+
 class FeedHealth(NamedTuple):
     url: str
     title: str

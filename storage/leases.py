@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from aggregator.types import Lease
+
 from .models import FeedRow
 
 
@@ -91,6 +93,16 @@ def renew(s: Session, owner: str, urls: list[str], until: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def held(s: Session) -> list[Lease]:
+    """Every lease taken and not given back (expired ones too: a dead worker's show here)."""
+    q = (
+        select(FeedRow.url, FeedRow.lease_owner, FeedRow.lease_until)
+        .where(FeedRow.lease_owner.is_not(None), FeedRow.lease_until.is_not(None))
+        .order_by(FeedRow.lease_until, FeedRow.id)
+    )
+    return [Lease(url, owner or "", until) for url, owner, until in s.execute(q).all() if until]
 
 
 def oldest_overdue(s: Session, now: datetime) -> datetime | None:

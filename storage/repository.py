@@ -34,6 +34,7 @@ from aggregator.types import (
     FeedHealth,
     FeedSpec,
     FeedState,
+    Lease,
     NearCandidate,
     PollCounts,
     PollSave,
@@ -293,6 +294,11 @@ class Repository:
     def renew_leases(self, owner: str, urls: Sequence[str], until: datetime) -> int:
         with self._writing() as s:
             return leases.renew(s, owner, list(urls), until)
+
+    def leases(self) -> list[Lease]:
+        """The feeds claimed by workers and not saved yet, soonest to expire first."""
+        with self._reading() as s:
+            return leases.held(s)
 
     def queue_lag(self, now: datetime) -> timedelta:
         """now minus the due time of the most overdue feed (zero when none is overdue)."""

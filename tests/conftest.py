@@ -40,6 +40,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.times: list[tuple[str, float]] = []  # (path, wall-clock time.time()) per request
         self.active: dict[str, int] = {}  # requests in progress per path
         self.max_active: dict[str, int] = {}  # most requests ever in progress at once per path
         self._lock = threading.Lock()
@@ -54,6 +55,7 @@ class FeedServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 with server._lock:
                     server.requests.append((self.path, dict(self.headers.items())))
+                    server.times.append((self.path, time.time()))
                     route = server.routes.get(self.path)
                     n = server.active[self.path] = server.active.get(self.path, 0) + 1
                     server.max_active[self.path] = max(server.max_active.get(self.path, 0), n)
