@@ -270,6 +270,13 @@ class Lease(NamedTuple):
     until: datetime
 
 
+class StoreCheck(NamedTuple):
+    """Row counts of the tables a poll writes, and what disagrees between them."""
+
+    counts: dict[str, int]
+    problems: tuple[str, ...]  # empty when the store is consistent
+
+
 class FeedHealth(NamedTuple):
     url: str
     title: str

@@ -38,6 +38,7 @@ from aggregator.types import (
     NearCandidate,
     PollCounts,
     PollSave,
+    StoreCheck,
     StoredEntry,
     StoryCluster,
     StoryItem,
@@ -46,7 +47,7 @@ from aggregator.types import (
 )
 
 from . import clusters as clusters_store
-from . import leases, retention, tagging
+from . import integrity, leases, retention, tagging
 from . import neardup as neardup_store
 from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
 from .stories import story_page
@@ -176,6 +177,11 @@ class Repository:
     def ping(self) -> None:
         with self._reading() as s:
             s.execute(select(1))
+
+    def check(self) -> StoreCheck:
+        """Entries, stories, tags and signatures agree (storage/integrity.py)."""
+        with self._reading() as s:
+            return integrity.check(s)
 
     # -- feeds ----------------------------------------------------------------------------
 
@@ -662,7 +668,7 @@ class Repository:
         url_target: dict[str, int | str] = dict(by_url)
         targets: dict[str, int | str] = {}
         roots: dict[str, EntryIntent] = {}
-        batch: list[NearCandidate] = []  # this poll's entries, under pseudo story ids < 0
+        batch = neardup_store.PollBatch()  # this poll's entries, under pseudo story ids < 0
         pseudo: dict[int, str] = {}
         # The stored candidates of every entry that may need them, in two queries: entries
         # of this poll are not stored yet, so the loop below cannot change them.
@@ -680,7 +686,7 @@ class Repository:
             url, fp = intent.canonical_url, intent.fingerprint
             target: int | str | None = url_target.get(url) if url else None
             if target is None and matcher is not None and fp is not None:
-                found = stored.get(intent.identity, []) + batch
+                found = stored.get(intent.identity, []) + batch.candidates(fp)
                 chosen = matcher.choose(fp, feed.id, found)
                 if chosen is not None:
                     target = pseudo.get(chosen, chosen)
@@ -693,7 +699,7 @@ class Repository:
                 url_target[url] = target
             if fp is not None:
                 story_key = target if isinstance(target, int) else -list(roots).index(target) - 1
-                batch.append(NearCandidate(-n - 1, story_key, feed.id, fp))
+                batch.add(NearCandidate(-n - 1, story_key, feed.id, fp))
         creating = {
             story_uid(feed.url, i.identity): {
                 "uid": story_uid(feed.url, i.identity),

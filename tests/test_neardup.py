@@ -179,3 +179,21 @@ def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: st
     assert ids == [sorted(c.entry_id for c in found) for found in one]
     assert sum(map(len, ids)) > len(fps) / 2  # rewrites of the stored stories
     assert [len(f) for f in few] == [min(2, len(i)) for i in ids]
+
+
+def test_a_poll_compares_an_item_with_its_bucket_mates_only() -> None:
+    """Within one poll's batch, an item meets the earlier ones it shares a bucket with."""
+    from storage.neardup import PollBatch
+
+    batch = PollBatch()
+    peru, chile = fp(*PERU), fp(*CHILE)
+    batch.add(NearCandidate(-1, -1, 1, peru))
+    batch.add(NearCandidate(-2, -2, 1, chile))
+    found = batch.candidates(fp(*PERU_REWRITE))
+    assert [c.entry_id for c in found] == [-1]  # the rewrite's bucket mate, not Chile
+    assert Matcher().choose(fp(*PERU_REWRITE), 2, found) == -1
+    # A crowded bucket is bounded, the most shared first, the earliest on ties.
+    for n in range(3, 200):
+        batch.add(NearCandidate(-n, -n, 1, peru))
+    crowd = batch.candidates(peru, limit=50)
+    assert len(crowd) == 50 and crowd[0].entry_id == -1
