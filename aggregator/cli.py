@@ -208,21 +208,36 @@ def serve(
 @app.command()
 def worker(
     config: ConfigOption = Path("feeds.yaml"),
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            envvar="AGGREGATOR_HEALTH_PORT",
+            help="Serve GET /healthz on this port (200 ok, 503 while the store is down).",
+        ),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option("--health-host", help="Listen address of /healthz.")
+    ] = "127.0.0.1",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Poll due feeds, claimed with leases, alongside any number of other workers."""
     _setup_logging(verbose)
     agg = _load(config)
     try:
-        asyncio.run(_work_forever(agg))
+        asyncio.run(_work_forever(agg, health_host, health_port))
     except KeyboardInterrupt:
         pass
     finally:
         agg.close()
 
 
-async def _work_forever(agg: Aggregator) -> None:
+async def _work_forever(agg: Aggregator, health_host: str, health_port: int | None) -> None:
     import signal
+
+    import uvicorn
+
+    from .worker_health import create_worker_app
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -231,9 +246,28 @@ async def _work_forever(agg: Aggregator) -> None:
     w = agg.start_worker()
     agg.start_watching()
     console.print(f"worker {w.owner} polling due feeds (lease {w.lease}, up to {w.capacity})")
+    health: uvicorn.Server | None = None
+    served: asyncio.Task[None] | None = None
+    if health_port is not None:
+        # Started after our signal handlers: uvicorn hands a SIGTERM back to them on exit.
+        health = uvicorn.Server(
+            uvicorn.Config(
+                create_worker_app(agg),
+                host=health_host,
+                port=health_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        served = asyncio.create_task(health.serve())
+        console.print(f"worker health on http://{health_host}:{health_port}/healthz")
     try:
         await stop.wait()
     finally:
+        if health is not None and served is not None:
+            health.should_exit = True
+            await served
         await agg.stop()
 
 

@@ -53,6 +53,7 @@ from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, 
 from .stories import story_page
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def story_uid(feed_url: str, identity: str) -> str:
@@ -82,7 +83,10 @@ def _is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, immediate: bool = False) -> Engine:
     """An engine for ``url``; on SQLite, WAL + busy timeout (+ BEGIN IMMEDIATE for writers)."""
     if not _is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, future=True)
+        # pre_ping: a connection the server dropped (a restart) is replaced, not handed out.
+        # connect_timeout: an unreachable server fails a request, it does not hang it.
+        args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     if "///" in url and ":memory:" not in url:
         Path(url.split("///", 1)[1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

@@ -60,6 +60,10 @@ class PostgresCluster:
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after ``pause``): same data, same port."""
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(
             self.pg_ctl,
@@ -72,6 +76,10 @@ class PostgresCluster:
             "-w",
             "start",
         )
+
+    def pause(self) -> None:
+        """Stop the server the way an admin restarting it would (fast: sessions cut off)."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         try:
