@@ -5,6 +5,7 @@ aggregator poll --once         poll every enabled feed now, print a result table
 aggregator poll                poll on schedule, forever (a worker without the web server)
 aggregator serve               poll on schedule and serve the topic feeds
 aggregator worker              poll due feeds claimed with leases (one of several processes)
+aggregator migrate             create or upgrade the database schema, then exit
 aggregator web                 serve only (= serve --no-poll), one of several web processes
 aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
 aggregator topics list         the topics and their rules
@@ -203,6 +204,23 @@ def serve(
         )
     finally:
         agg.close()
+
+
+@app.command()
+def migrate(config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Create or upgrade the database schema (Alembic), then exit."""
+    from storage import migrate as run_migrations
+
+    from .config import database_url
+
+    cfg = _load_config(config)
+    url = database_url(cfg, config)
+    try:
+        run_migrations(url)
+    except AggregatorError as e:
+        err_console.print(f"[red]{escape(str(e).splitlines()[0])}[/red]")
+        raise typer.Exit(1) from e
+    console.print("database schema is up to date")
 
 
 @app.command()

@@ -19,7 +19,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,6 +65,7 @@ from .stories import story_page
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
+MIGRATION_LOCK = 0x61676772  # any constant; the same in every process (b'aggr')
 
 
 def story_uid(feed_url: str, identity: str) -> str:
@@ -120,6 +132,11 @@ def migrate(url: str) -> None:
     engine = make_engine(url, immediate=True)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several processes starting at once on a new database: one migrates, the
+                # others wait for its commit and then find nothing to do. (On SQLite,
+                # BEGIN IMMEDIATE already makes them take turns.)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except SQLAlchemyError as e:

@@ -71,3 +71,22 @@ def test_readme_quick_start_has_the_two_commands() -> None:
     assert re.findall(r"^make (\w+)", quick, re.MULTILINE) == ["run", "test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_deployment_commands_and_options_exist() -> None:
+    """Every `aggregator ...` line of docs/deployment.md names a real command and options."""
+    from typer.testing import CliRunner
+
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    lines = re.findall(r"(?:^|\s)aggregator (\w+)([^\n`]*)", text)
+    runs = [(cmd, rest) for cmd, rest in lines if "--" in rest or cmd in ("migrate", "worker")]
+    assert {"worker", "web", "migrate"} <= {cmd for cmd, _ in runs}
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    runner = CliRunner()
+    for cmd, rest in runs:
+        assert cmd in names, f"docs/deployment.md shows `aggregator {cmd}`, which does not exist"
+        out = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"}).output
+        for option in re.findall(r"--[a-z-]+", rest):
+            assert option in out, f"`aggregator {cmd}` has no {option} (docs/deployment.md)"
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/deployment.md)" in readme

@@ -299,3 +299,36 @@ def test_the_lease_migration_upgrades_a_store_holding_data(db_url: str) -> None:
         assert repo.claim_due_feeds("a", NOW, LEASE, 10) == ["https://example.com/old.rss"]
     finally:
         repo.close()
+
+
+def test_processes_starting_together_on_a_new_database_migrate_it_once(
+    pg_cluster: object, tmp_path: Path
+) -> None:
+    """`aggregator migrate` x4 at once: an advisory lock makes them take turns, none fails."""
+    from pg import PostgresCluster
+
+    assert isinstance(pg_cluster, PostgresCluster)
+    db_url = pg_cluster.create_database("migrate_race")
+    config = tmp_path / "feeds.yaml"
+    config.write_text(config_yaml([{"url": "https://example.com/a.rss"}]))
+    env = {**os.environ, "AGGREGATOR_DATABASE_URL": db_url, "NO_COLOR": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "migrate", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    assert all("database schema is up to date" in out for out in outs), outs
+    repo = open_repository(db_url, run_migrations=False)
+    try:
+        repo.sync_feeds(
+            [FeedSpec(url="https://example.com/a.rss", title=None, tags=(), enabled=True)]
+        )
+        assert repo.claim_due_feeds("a", NOW, LEASE, 10) == ["https://example.com/a.rss"]
+    finally:
+        repo.close()
