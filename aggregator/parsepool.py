@@ -10,6 +10,10 @@ safe).
 A worker that dies (a crash in a C parser, the kernel's OOM killer) breaks the whole
 executor; the poll that was running gets a ``ParseError`` saying so, and the next one
 starts a fresh pool. ``processes=0`` runs the function in a thread instead.
+
+A parser outlives nothing: when the process that started it dies, even by SIGKILL, it
+notices within a second and exits (``_watch_parent``), so a killed poller leaves no idle
+parser processes behind, however often it is killed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,7 +61,10 @@ class ParsePool:
         with self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn")
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_watch_parent,
+                    initargs=(os.getpid(),),
                 )
             return self._executor
 
@@ -94,3 +102,17 @@ class ParsePool:
 
 def _call(fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
     return fn(*args, **kwargs)
+
+
+def _watch_parent(parent: int) -> None:
+    """In each parser: exit once ``parent`` is gone (the executor cannot tell us then)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+PARENT_CHECK_S = 1.0

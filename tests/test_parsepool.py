@@ -87,3 +87,42 @@ def test_zero_processes_parse_in_a_thread() -> None:
     pool = ParsePool(0)
     assert asyncio.run(pool.run(len, b"abc")) == 3
     assert pool.pids() == []
+
+
+def test_parsers_exit_when_the_process_that_started_them_is_killed() -> None:
+    """A SIGKILLed poller leaves no parser processes behind (the crash tests kill dozens)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import asyncio\n"
+        "from aggregator.parsepool import ParsePool\n"
+        "pool = ParsePool(2)\n"
+        "async def main():\n"
+        "    await pool.run(len, b'x')\n"
+        "    await pool.run(len, b'y')\n"
+        "    print(*pool.pids(), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, "parser processes outlived their parent"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its (dead) parent could reap it
