@@ -64,6 +64,11 @@ ROOT = Path(__file__).resolve().parent.parent
             ["rules only (one core)", "rules + classifier", "classifier extra adds"],
         ),
         (
+            "workers.py",
+            ["--feeds", "20", "--items", "2", "--workers", "1,2"],
+            ["PostgreSQL", "workers=1 ", "workers=2 ", "feeds/s=", "ratio to 1 = "],
+        ),
+        (
             "dedup_scale.py",
             ["--sizes", "200,400", "--rounds", "1"],
             ["stored=      200", "stored=      400", "median_ms=", "ratio 400/200 = "],
