@@ -109,11 +109,13 @@ def test_parsers_exit_when_the_process_that_started_them_is_killed() -> None:
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids and all(Path(f"/proc/{p}").exists() for p in pids)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids):
         assert time.monotonic() < deadline, "parser processes outlived their parent"
