@@ -217,8 +217,9 @@ def test_three_worker_processes_poll_1000_feeds_once_and_take_over_a_killed_ones
     procs = [_worker(config, db_url, log) for log in logs]
     repo = open_repository(db_url)
     try:
-        # Well under a minute on an idle 2-core machine; the margin is for a loaded one.
-        deadline = time.monotonic() + 240
+        # About two minutes on a 2-core machine shared with other work; the margin is for
+        # a heavily loaded one (a cap against hanging, not a speed target).
+        deadline = time.monotonic() + 480
         while len(feed_server.times) < n // 3:
             assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
             assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
