@@ -272,6 +272,9 @@ class Repository:
         now = now or datetime.now(UTC)
         week_ago = now - timedelta(days=7)
         with self._reading() as s:
+            # Feeds first: on PostgreSQL each statement sees its own snapshot, so a poll
+            # read here as done has its entries in the counts read after it.
+            feeds = list(s.scalars(select(FeedRow).order_by(FeedRow.id)))
             totals = dict(
                 s.execute(
                     select(EntryRow.feed_id, func.count())
@@ -304,7 +307,7 @@ class Repository:
                     disabled_reason=r.disabled_reason,
                     id=r.id,
                 )
-                for r in s.scalars(select(FeedRow).order_by(FeedRow.id))
+                for r in feeds
             ]
 
     # -- leases (several workers) ---------------------------------------------------------
