@@ -1,7 +1,9 @@
-"""The app on a real 127.0.0.1 socket (uvicorn in a thread), for readers, browsers and hubs."""
+"""The app on a real 127.0.0.1 socket (uvicorn in a thread), for readers, browsers and hubs;
+and one poll of every feed, as a test drives it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from starlette.applications import Starlette
 from test_cli import free_port
 
 from aggregator.service import Aggregator
+from aggregator.types import PollResult
 from aggregator.web import create_app
 
 
@@ -35,3 +38,13 @@ def live_server(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def poll_all(agg: Aggregator) -> dict[str, PollResult]:
+    async def run() -> list[PollResult]:
+        try:
+            return await agg.poll_all()
+        finally:
+            await agg.stop()
+
+    return {r.feed_url: r for r in asyncio.run(run())}

@@ -11,7 +11,6 @@ the normal feeds get all their items, and nothing we publish holds a payload.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import random
@@ -26,7 +25,7 @@ import httpx
 import pytest
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
-from live import live_server
+from live import live_server, poll_all
 from test_xss import problems_in_fragment, problems_in_json, problems_in_xml
 
 from aggregator.filters import StoryQuery
@@ -516,16 +515,6 @@ def hostile_run(tmp_path: Path, feed_server: FeedServer, db_url: str):
         yield agg, table, urls, normal, feed_server
     finally:
         agg.close()
-
-
-def poll_all(agg: Aggregator) -> dict[str, PollResult]:
-    async def run() -> list[PollResult]:
-        try:
-            return await agg.poll_all()
-        finally:
-            await agg.stop()
-
-    return {r.feed_url: r for r in asyncio.run(run())}
 
 
 def test_hostile_feeds_each_give_a_recorded_error_or_a_clean_result(hostile_run) -> None:

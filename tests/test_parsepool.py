@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
+from live import poll_all
 
 from aggregator.exceptions import ParseError
 from aggregator.parsepool import ParsePool
 from aggregator.service import Aggregator
-from aggregator.types import PollResult
 
 FEEDS = [
     ("/bbc.rss", "bbc_world.rss", "application/rss+xml"),
@@ -24,16 +24,6 @@ FEEDS = [
 
 def _die() -> None:
     os._exit(3)  # what a segfault in a C parser or the OOM killer looks like to the pool
-
-
-def poll_all(agg: Aggregator) -> dict[str, PollResult]:
-    async def run() -> list[PollResult]:
-        try:
-            return await agg.poll_all()
-        finally:
-            await agg.stop()
-
-    return {r.feed_url: r for r in asyncio.run(run())}
 
 
 def make_agg(tmp_path: Path, name: str, urls: list[str], processes: int) -> Aggregator:

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from builders import Item, config_yaml, news_items, rss
 from conftest import FeedServer
+from live import poll_all
 
 from aggregator.service import Aggregator
-from aggregator.types import PollResult
 
 
 def make_agg(tmp_path: Path, db_url: str, feeds: list[dict[str, object]]) -> Aggregator:
     path = tmp_path / "feeds.yaml"
     path.write_text(config_yaml(feeds, database_url=db_url))
     return Aggregator.from_file(path)
-
-
-def poll_all(agg: Aggregator) -> dict[str, PollResult]:
-    async def run() -> list[PollResult]:
-        try:
-            return await agg.poll_all()
-        finally:
-            await agg.stop()
-
-    return {r.feed_url: r for r in asyncio.run(run())}
 
 
 REAL_FEEDS = [

@@ -6,7 +6,6 @@ script for `aggregator prune`.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from builders import Item, config_yaml, rss
 from conftest import FeedServer
 from live import live_server
+from live import poll_all as poll
 from test_reload import ALPHA, BRAVO, headlines, wait_for
 from test_status import aggregator
 
@@ -22,19 +22,8 @@ from aggregator import retention
 from aggregator.config import ConfigError, parse_config
 from aggregator.filters import StoryQuery
 from aggregator.service import Aggregator
-from aggregator.types import PollResult
 
 ALPHA_SITE, BRAVO_SITE = "https://alpha.example.com", "https://bravo.example.org"
-
-
-def poll(agg: Aggregator) -> dict[str, PollResult]:
-    async def run() -> list[PollResult]:
-        try:
-            return await agg.poll_all()
-        finally:
-            await agg.stop()
-
-    return {r.feed_url: r for r in asyncio.run(run())}
 
 
 def published(agg: Aggregator, topic: str | None = None) -> dict[str, str]:
