@@ -379,6 +379,30 @@ async def _poll(
 ) -> PollResult:
     repo = ctx.repo
     t0 = time.monotonic()
+
+    async def failed(
+        error: str,
+        http_status: int | None,
+        *,
+        retry_after: timedelta | None = None,
+        disabled_reason: str | None = None,
+    ) -> PollResult:
+        return await asyncio.to_thread(
+            partial(
+                _record_error,
+                repo,
+                feed_url,
+                started_at,
+                interval,
+                error,
+                http_status,
+                _ms(t0),
+                retry_after=retry_after,
+                disabled_reason=disabled_reason,
+                timing=timing,
+            )
+        )
+
     try:
         try:
             try:
@@ -409,35 +433,11 @@ async def _poll(
             return result
         except Gone as e:
             log.warning("feed gone, disabled feed=%s reason=%r", feed_url, str(e))
-            return await asyncio.to_thread(
-                partial(
-                    _record_error,
-                    repo,
-                    feed_url,
-                    started_at,
-                    interval,
-                    str(e),
-                    e.status,
-                    _ms(t0),
-                    disabled_reason=f"{e} ({started_at:%Y-%m-%d %H:%M} UTC)",
-                    timing=timing,
-                )
+            return await failed(
+                str(e), e.status, disabled_reason=f"{e} ({started_at:%Y-%m-%d %H:%M} UTC)"
             )
         except FetchError as e:
-            return await asyncio.to_thread(
-                partial(
-                    _record_error,
-                    repo,
-                    feed_url,
-                    started_at,
-                    interval,
-                    str(e),
-                    e.status,
-                    _ms(t0),
-                    retry_after=e.retry_after,
-                    timing=timing,
-                )
-            )
+            return await failed(str(e), e.status, retry_after=e.retry_after)
         _log_moved(feed_url, state, fetched.moved_to)
         try:
             if ctx.parsers is None:
@@ -449,19 +449,7 @@ async def _poll(
                     prepare, fetched, feed_url, started_at, ctx.policy.tracking
                 )
         except ParseError as e:
-            return await asyncio.to_thread(
-                partial(
-                    _record_error,
-                    repo,
-                    feed_url,
-                    started_at,
-                    interval,
-                    str(e),
-                    fetched.status,
-                    _ms(t0),
-                    timing=timing,
-                )
-            )
+            return await failed(str(e), fetched.status)
         return await asyncio.to_thread(
             partial(
                 store,
@@ -489,9 +477,7 @@ async def _poll(
         log.exception("poll failed feed=%s", feed_url)
         message = f"internal error: {type(e).__name__}: {e}"
         try:
-            return await asyncio.to_thread(
-                _record_error, repo, feed_url, started_at, interval, message, None, _ms(t0)
-            )
+            return await failed(message, None)
         except StorageError:
             return PollResult(feed_url, "error", None, message, 0, 0, 0, _ms(t0))
 
