@@ -6,7 +6,7 @@ aggregator poll                poll on schedule, forever (a worker without the w
 aggregator serve               poll on schedule and serve the topic feeds
 aggregator worker              poll due feeds claimed with leases (one of several processes)
 aggregator migrate             create or upgrade the database schema, then exit
-aggregator web                 serve only (= serve --no-poll), one of several web processes
+aggregator web [--processes N] serve only (= serve --no-poll), one of several web processes
 aggregator feeds add|remove|list|enable|disable   edit the feed list (comments kept)
 aggregator topics list         the topics and their rules
 aggregator retag [--topic S]   re-apply the current topics to stored items, publish changes
@@ -21,13 +21,14 @@ aggregator stories split STORY ENTRY...   move entries off a wrongly merged stor
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -46,6 +47,9 @@ from .explain import explain
 from .retag import retag
 from .service import Aggregator, fetch_limits
 from .types import FeedHealth, PollResult
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 
@@ -177,6 +181,14 @@ def serve(
     no_poll: Annotated[
         bool, typer.Option("--no-poll", help="Serve only; leave polling to workers.")
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Web processes sharing the port (with --no-poll only; one per core).",
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Poll feeds on schedule and serve the topic feeds over HTTP."""
@@ -184,26 +196,51 @@ def serve(
 
     from .web import create_app
 
+    if processes > 1 and not no_poll:
+        # Each process would run its own scheduler: every feed polled N times.
+        err_console.print("--processes needs --no-poll (or `aggregator web`); not starting")
+        raise typer.Exit(2)
     _setup_logging(verbose)
     agg = _load(config)
     s = agg.config.settings
     host, port = host or s.host, port or s.port
     console.print(
         f"serving {len(agg.config.topics)} topics on http://{host}:{port}/ "
-        f"({'not polling' if no_poll else f'polling {len(agg.enabled_feeds())} feeds'})"
+        f"({'not polling' if no_poll else f'polling {len(agg.enabled_feeds())} feeds'}"
+        f"{f', {processes} processes' if processes > 1 else ''})"
     )
+    run = functools.partial(
+        uvicorn.run,
+        host=host,
+        port=port,
+        log_level="info" if verbose else "warning",
+        access_log=False,
+        # uvicorn's own lines go through our root handlers: one format, secrets masked.
+        log_config=None,
+    )
+    if processes > 1:
+        agg.close()  # each process opens its own (checked above: the file is valid)
+        # uvicorn binds once and starts the processes from an import string; they read
+        # the configuration path from the environment they inherit.
+        os.environ[CONFIG_ENV] = str(config.resolve())
+        os.environ[_VERBOSE_ENV] = "1" if verbose else ""
+        run("aggregator.cli:web_process_app", factory=True, workers=processes)
+        return
     try:
-        uvicorn.run(
-            create_app(agg, poll=not no_poll),
-            host=host,
-            port=port,
-            log_level="info" if verbose else "warning",
-            access_log=False,
-            # uvicorn's own lines go through our root handlers: one format, secrets masked.
-            log_config=None,
-        )
+        run(create_app(agg, poll=not no_poll))
     finally:
         agg.close()
+
+
+_VERBOSE_ENV = "AGGREGATOR_VERBOSE"
+
+
+def web_process_app() -> Starlette:
+    """One web process of ``aggregator web --processes N`` (a uvicorn app factory)."""
+    from .web import create_app
+
+    _setup_logging(bool(os.environ.get(_VERBOSE_ENV)))
+    return create_app(_load(Path(os.environ[CONFIG_ENV])), poll=False)
 
 
 @app.command()
@@ -294,10 +331,13 @@ def web(
     config: ConfigOption = Path("feeds.yaml"),
     host: Annotated[str | None, typer.Option(help="Listen address (default: settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: settings).")] = None,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Processes sharing the port (one per core).")
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Serve the topic feeds only; `aggregator worker` processes do the polling."""
-    serve(config=config, host=host, port=port, no_poll=True, verbose=verbose)
+    serve(config=config, host=host, port=port, no_poll=True, processes=processes, verbose=verbose)
 
 
 # -- feed health ------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 :func:`answer` decides status, headers and body for a :class:`~aggregator.feeds.Rendered`
 feed and a request's conditional and encoding headers; the routed handler in web.py and
-:class:`HotFeeds` both use it, so both give the same answer byte for byte.
+the hot path both use it, so both give the same answer byte for byte.
 
-:class:`HotFeeds` is ASGI middleware: a GET for a URL whose rendering is current (same
-content version, same minute, same configuration) is answered from a table of
-pre-encoded headers without routing, request objects or the handler. Anything else
-(first request, a changed store, a HEAD, a new query string) goes to the app, which
-renders, answers and :meth:`HotFeeds.remember`\\s the answer for next time.
+The hot path: the app (web.py) asks :meth:`HotTable.answer` first, before any
+middleware or routing; a GET for a URL whose rendering is current (same content
+version, same minute, same configuration) is answered from precomputed answers. Anything
+else (first request, a changed store, a HEAD, a new query string) goes through the app,
+whose feed handler renders, answers and :meth:`HotTable.remember`\\s it for next time.
 """
 
 from __future__ import annotations
@@ -82,15 +82,17 @@ def answer(
 ) -> Answer:
     headers = [
         (b"etag", rendered.etag_for(gz).encode()),
-        (b"last-modified", rendered.last_modified_http.encode()),
         (b"cache-control", f"public, max-age={rendered.max_age}".encode()),
         (b"vary", b"Accept-Encoding"),
         *((k.lower().encode(), v.encode()) for k, v in CORS.items()),
     ]
+    if not_modified(rendered, if_none_match, if_modified_since):
+        # RFC 9110 15.4.5: a 304 repeats ETag, Cache-Control and Vary; other metadata
+        # (Last-Modified, Link) stays in the client's stored copy. Fewer bytes per poll.
+        return Answer(304, headers, b"")
+    headers.insert(1, (b"last-modified", rendered.last_modified_http.encode()))
     if rendered.link:
         headers.append((b"link", rendered.link.encode()))
-    if not_modified(rendered, if_none_match, if_modified_since):
-        return Answer(304, headers, b"")
     body = rendered.gzipped if gz else rendered.body
     headers.append((b"content-type", rendered.media_type.encode()))
     if gz:
@@ -103,6 +105,9 @@ class _Hot(NamedTuple):
     rendered: Rendered
     minute: int
     config_id: int
+    # answer() for the common requests, computed once: [gzip][304]
+    answers: tuple[tuple[Answer, Answer], tuple[Answer, Answer]]
+    etags: tuple[bytes, bytes]  # [gzip]
 
 
 def _key(scope: MutableMapping[str, Any], host: bytes) -> tuple[str, bytes, bytes, str]:
@@ -118,21 +123,31 @@ def _header(headers: Iterable[tuple[bytes, bytes]], *names: bytes) -> dict[bytes
     return found
 
 
+def _hot(rendered: Rendered, minute: int, config_id: int) -> _Hot:
+    def pair(gz: bool) -> tuple[Answer, Answer]:
+        return answer(rendered, gz, None, None), answer(rendered, gz, rendered.etag_for(gz), None)
+
+    etags = (rendered.etag_for(False).encode(), rendered.etag_for(True).encode())
+    return _Hot(rendered, minute, config_id, (pair(False), pair(True)), etags)
+
+
 class HotTable:
-    """Answers worth reusing, by request URL; shared by the handler and :class:`HotFeeds`."""
+    """Answers worth reusing, by request URL; filled by the feed handler, read by
+    :meth:`serve` before any middleware or routing."""
 
     def __init__(self, versions: ContentVersion, config_id: Callable[[], int]) -> None:
         self._versions = versions
         self._config_id = config_id
         self._table: dict[tuple[str, bytes, bytes, str], _Hot] = {}
+        self._gzip: dict[bytes, bool] = {}  # Accept-Encoding value -> accepts gzip
 
     def remember(self, scope: MutableMapping[str, Any], rendered: Rendered, minute: int) -> None:
         host = _header(scope.get("headers", ()), b"host").get(b"host", b"")
         if len(self._table) >= HOT_ENTRIES:
             self._table.clear()  # rebuilt by the next requests; cheaper than LRU upkeep
-        self._table[_key(scope, host)] = _Hot(rendered, minute, self._config_id())
+        self._table[_key(scope, host)] = _hot(rendered, minute, self._config_id())
 
-    def lookup(self, scope: MutableMapping[str, Any], host: bytes) -> Rendered | None:
+    def _current(self, scope: MutableMapping[str, Any], host: bytes) -> _Hot | None:
         hot = self._table.get(_key(scope, host))
         if (
             hot is None
@@ -141,56 +156,65 @@ class HotTable:
             or hot.config_id != self._config_id()
         ):
             return None
-        return hot.rendered
+        return hot
 
+    def _accepts_gzip(self, value: bytes) -> bool:
+        # Readers send a handful of distinct Accept-Encoding values; parse each once.
+        known = self._gzip.get(value)
+        if known is None:
+            if len(self._gzip) >= HOT_ENTRIES:
+                self._gzip.clear()
+            known = self._gzip[value] = accepts_gzip(value.decode("latin-1"))
+        return known
 
-class HotFeeds:
-    """ASGI middleware answering repeat feed GETs from a :class:`HotTable`."""
+    def answer(self, scope: MutableMapping[str, Any]) -> Answer | None:
+        """What a GET gets when its URL's rendering is current, or None (route it).
 
-    def __init__(self, app: ASGIApp, table: HotTable) -> None:
-        self.app = app
-        self.table = table
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "OPTIONS":
-            await _preflight(self.app, scope, receive, send)
-            return
-        if scope["type"] != "http" or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
+        Byte for byte what :func:`answer` gives (``tests/test_web.py`` compares them);
+        the usual requests (none or the exact ETag as validator) reuse precomputed
+        answers, so a reader's 304 costs a dict lookup and a comparison.
+        """
         h = _header(
             scope["headers"], b"host", b"if-none-match", b"if-modified-since", b"accept-encoding"
         )
-        rendered = self.table.lookup(scope, h.get(b"host", b""))
-        if rendered is None:
-            await self.app(scope, receive, send)
-            return
+        hot = self._current(scope, h.get(b"host", b""))
+        if hot is None:
+            return None
+        gz = self._accepts_gzip(h.get(b"accept-encoding", b""))
         inm = h.get(b"if-none-match")
         ims = h.get(b"if-modified-since")
-        a = answer(
-            rendered,
-            accepts_gzip(h.get(b"accept-encoding", b"").decode("latin-1")),
+        if inm is None and ims is None:
+            return hot.answers[gz][0]
+        if inm is not None and inm == hot.etags[gz]:
+            return hot.answers[gz][1]
+        return answer(
+            hot.rendered,
+            gz,
             inm.decode("latin-1") if inm is not None else None,
             ims.decode("latin-1") if ims is not None else None,
         )
-        await send({"type": "http.response.start", "status": a.status, "headers": a.headers})
-        await send({"type": "http.response.body", "body": a.body})
 
 
-async def _preflight(
-    app: ASGIApp, scope: MutableMapping[str, Any], receive: Any, send: Any
-) -> None:
-    """Answer a CORS preflight for a public path; anything else goes to the app."""
-    h = _header(scope["headers"], b"origin", b"access-control-request-method")
-    path: str = scope["path"]
-    if (
-        b"origin" not in h
-        or b"access-control-request-method" not in h
-        or path.startswith(_PRIVATE_PREFIXES)
-    ):
-        await app(scope, receive, send)
-        return
-    headers = [(k.lower().encode(), v.encode()) for k, v in PREFLIGHT.items()]
-    headers.append((b"content-length", b"0"))
-    await send({"type": "http.response.start", "status": 204, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+class Preflight:
+    """ASGI middleware answering a CORS preflight for a public path (anything else: the app)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        h = _header(scope["headers"], b"origin", b"access-control-request-method")
+        path: str = scope["path"]
+        if (
+            b"origin" not in h
+            or b"access-control-request-method" not in h
+            or path.startswith(_PRIVATE_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = [(k.lower().encode(), v.encode()) for k, v in PREFLIGHT.items()]
+        headers.append((b"content-length", b"0"))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})

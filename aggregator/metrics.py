@@ -153,9 +153,22 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            REQUEST_SECONDS.labels(
-                route_label(scope["path"]), scope["method"], str(status)
-            ).observe(time.perf_counter() - t0)
+            observe_request(scope["path"], scope["method"], status, time.perf_counter() - t0)
+
+
+_children: dict[tuple[str, str, int], Any] = {}
+
+
+def observe_request(path: str, method: str, status: int, seconds: float) -> None:
+    """Count one web request under its route template (the hot path calls this directly)."""
+    key = (path, method, status)
+    child = _children.get(key)
+    if child is None:
+        # Resolving labels takes a lock and string work; feed readers repeat a few URLs.
+        if len(_children) >= 4096:
+            _children.clear()
+        child = _children[key] = REQUEST_SECONDS.labels(route_label(path), method, str(status))
+    child.observe(seconds)
 
 
 class _StoreGauges(Collector):

@@ -8,7 +8,7 @@ referred to as ``#/components/...``. tests/test_openapi.py fails when a public r
 not described, when a description names no route, or when a reference is dangling.
 
 A hand-kept dict rather than Starlette's ``SchemaGenerator``: the feed routes are answered
-by a middleware too (feed_http.HotFeeds), parameters are shared by many paths, and the
+before routing too (feed_http.HotTable), parameters are shared by many paths, and the
 docstrings stay prose.
 """
 

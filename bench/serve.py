@@ -1,14 +1,15 @@
 """Serving figures over real sockets: our cached topic feed against nginx, in the same run.
 
-    python bench/serve.py [--stories 200] [--seconds 5] [--connections 64]
+    python bench/serve.py [--stories 200] [--seconds 5] [--connections 64] [--processes 1,2]
 
-Builds a store whose topic has --stories stories, starts `aggregator serve`'s app under
-uvicorn in its own process, and measures requests/s and p99 latency for the cached
+Builds a store whose topic has --stories stories, starts `aggregator web --processes N`
+for each N of --processes, and measures requests/s and p99 latency for the cached
 50-item Atom feed answered 200 and answered 304 (If-None-Match). The bars, measured the
-same way in the same run: nginx serving the same bytes as a static file (when an `nginx`
-binary is installed: `apt-get install nginx-light`), and a bare Starlette handler that
-returns the same bytes from memory under the same uvicorn. The load generator is wrk
-when installed (`apt-get install wrk`), else a small asyncio keep-alive client here.
+same way in the same run: nginx serving the same bytes as a static file with as many
+worker processes (when an `nginx` binary is installed: `apt-get install nginx-light`),
+and a bare Starlette handler that returns the same bytes from memory under one uvicorn
+process. Each ratio is to nginx with the same number of processes. The load generator
+is wrk when installed (`apt-get install wrk`), else a small asyncio keep-alive client.
 Targets (issue 6): 200s >= 0.3x nginx, 304s >= 0.5x nginx, p99 < 50 ms.
 """
 
@@ -86,40 +87,34 @@ def build_store(tmp: Path, stories: int) -> Path:
     return cfg
 
 
-def run_server(kind: str, arg: str, port: int) -> None:
-    """The child process: our app (kind=app, arg=feeds.yaml) or the bare bar (arg=file)."""
+def run_bare(arg: str, port: int) -> None:
+    """The child process of the bare bar: Starlette answering ``arg``'s bytes."""
     import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
 
-    if kind == "app":
-        from aggregator.service import Aggregator
-        from aggregator.web import create_app
+    body = Path(arg).read_bytes()
+    etag = '"bare"'
 
-        app = create_app(Aggregator.from_file(arg), poll=False)
-    else:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import Response
-        from starlette.routing import Route
+    async def feed(request: Request) -> Response:
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/atom+xml", headers=headers)
 
-        body = Path(arg).read_bytes()
-        etag = '"bare"'
-
-        async def feed(request: Request) -> Response:
-            headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
-            if request.headers.get("if-none-match") == etag:
-                return Response(status_code=304, headers=headers)
-            return Response(body, media_type="application/atom+xml", headers=headers)
-
-        app = Starlette(routes=[Route(FEED_PATH, feed)])
+    app = Starlette(routes=[Route(FEED_PATH, feed)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def start_nginx(tmp: Path, body: bytes, port: int) -> subprocess.Popen[bytes] | None:
+def start_nginx(tmp: Path, body: bytes, port: int, workers: int) -> subprocess.Popen[bytes] | None:
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
     if nginx is None:
         return None
+    tmp = tmp / f"nginx{workers}"
     root = tmp / "www"
     (root / "topics").mkdir(parents=True)
     (root / FEED_PATH.lstrip("/")).write_bytes(body)
@@ -127,7 +122,7 @@ def start_nginx(tmp: Path, body: bytes, port: int) -> subprocess.Popen[bytes] | 
     user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(
         f"""{user}
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx.err warn;
@@ -209,69 +204,80 @@ def main() -> None:
     ap.add_argument("--stories", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--processes", default="1,2", help="web process counts to measure")
     ap.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
-    ap.add_argument("--_serve", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_bare", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args._serve:
-        kind, arg, port = args._serve
-        run_server(kind, arg, int(port))
+    if args._bare:
+        run_bare(args._bare[0], int(args._bare[1]))
         return
+    counts = [int(n) for n in args.processes.split(",")]
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk") is not None)
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         cfg = build_store(tmp, args.stories)
         try:
-            app_port = free_port()
-            procs.append(server("app", str(cfg), app_port))
-            first = httpx.get(
-                f"http://127.0.0.1:{app_port}{FEED_PATH}", headers={"Accept-Encoding": "identity"}
-            )
-            first.raise_for_status()
-            body, etag = first.content, first.headers["etag"]
+            # (label, processes, port, etag): ours for each count, then the bars.
+            targets: list[tuple[str, int, int, str]] = []
+            body = b""
+            for n in counts:
+                port = free_port()
+                procs.append(app_server(cfg, port, n))
+                first = httpx.get(
+                    f"http://127.0.0.1:{port}{FEED_PATH}", headers={"Accept-Encoding": "identity"}
+                )
+                first.raise_for_status()
+                body = first.content
+                targets.append(("aggregator topic feed", n, port, first.headers["etag"]))
             n_items = body.count(b"<entry>")
             (tmp / "feed.atom").write_bytes(body)
             bare_port = free_port()
-            procs.append(server("bare", str(tmp / "feed.atom"), bare_port))
-            nginx_port = free_port()
-            nginx = start_nginx(tmp, body, nginx_port)
-            if nginx is not None:
+            procs.append(bare_server(tmp / "feed.atom", bare_port))
+            targets.append(("bare starlette+uvicorn", 1, bare_port, '"bare"'))
+            have_nginx = False
+            for n in counts:
+                port = free_port()
+                nginx = start_nginx(tmp, body, port, n)
+                if nginx is None:
+                    break
+                have_nginx = True
                 procs.append(nginx)
-            etags = {app_port: etag, bare_port: '"bare"'}
-            if nginx is not None:
-                etags[nginx_port] = httpx.get(f"http://127.0.0.1:{nginx_port}{FEED_PATH}").headers[
-                    "etag"
-                ]
+                etag = httpx.get(f"http://127.0.0.1:{port}{FEED_PATH}").headers["etag"]
+                targets.append(("nginx static file", n, port, etag))
 
             print(
                 f"cached topic feed: {n_items} items, {len(body):,} bytes; {args.connections} "
                 f"connections, {args.seconds:g}s each, load from "
-                f"{'wrk' if use_wrk else 'an asyncio client'}"
+                f"{'wrk' if use_wrk else 'an asyncio client'} on the same {os.cpu_count()} cores"
             )
-            targets = [("aggregator topic feed", app_port), ("bare starlette+uvicorn", bare_port)]
-            if nginx is not None:
-                targets.append(("nginx static file", nginx_port))
-            results: dict[tuple[str, int], tuple[float, float]] = {}
+            results: dict[tuple[str, int, int], tuple[float, float]] = {}
             for status in (200, 304):
-                for label, port in targets:
-                    hdrs = {"If-None-Match": etags[port]} if status == 304 else {}
+                for label, n, port, etag in targets:
+                    hdrs = {"If-None-Match": etag} if status == 304 else {}
                     url = f"http://127.0.0.1:{port}{FEED_PATH}"
-                    # Warm up: connections, caches, the first render.
-                    httpx.get(url, headers=hdrs)
+                    # Warm up: connections, caches, the first render in every process.
+                    for _ in range(4 * n):
+                        httpx.get(url, headers=hdrs)
                     if use_wrk:
                         rps, p99 = load_wrk(url, hdrs, args.seconds, args.connections)
                     else:
                         rps, p99 = load_python(port, hdrs, args.seconds, args.connections, status)
-                    results[(label, status)] = (rps, p99)
-            bar = "nginx static file" if nginx is not None else "bare starlette+uvicorn"
-            if nginx is None:
+                    results[(label, n, status)] = (rps, p99)
+            bar = "nginx static file" if have_nginx else "bare starlette+uvicorn"
+            if not have_nginx:
                 print("nginx not installed: ratios are to the bare starlette+uvicorn handler")
-            print(f"{'target':<26}{'status':>6}{'req/s':>11}{'p99 ms':>9}  ratio to {bar}")
+            print(
+                f"{'target':<26}{'procs':>6}{'status':>7}{'req/s':>11}{'p99 ms':>9}"
+                f"  ratio to {bar} ({'same processes' if have_nginx else '1 process'})"
+            )
             for status in (200, 304):
-                for label, _ in targets:
-                    rps, p99 = results[(label, status)]
-                    ratio = rps / results[(bar, status)][0]
-                    print(f"{label:<26}{status:>6}{rps:>11,.0f}{p99:>9.1f}  {ratio:.2f}x")
+                for label, n, _, _ in targets:
+                    rps, p99 = results[(label, n, status)]
+                    base = results[(bar, n if have_nginx else 1, status)][0]
+                    print(
+                        f"{label:<26}{n:>6}{status:>7}{rps:>11,.0f}{p99:>9.1f}  {rps / base:.2f}x"
+                    )
         finally:
             for p in procs:
                 p.terminate()
@@ -282,9 +288,18 @@ def main() -> None:
                     p.kill()
 
 
-def server(kind: str, arg: str, port: int) -> subprocess.Popen[bytes]:
+def app_server(cfg: Path, port: int, processes: int) -> subprocess.Popen[bytes]:
+    """`aggregator web` itself, as an admin would start it."""
+    cmd = [sys.executable, "-m", "aggregator", "web", "--config", str(cfg)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--processes", str(processes)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wait_up(port, proc)
+    return proc
+
+
+def bare_server(body: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--_serve", kind, arg, str(port)],
+        [sys.executable, str(Path(__file__).resolve()), "--_bare", str(body), str(port)],
         cwd=ROOT,
     )
     wait_up(port, proc)

@@ -116,3 +116,40 @@ def test_serve_py_polls_serves_and_stops_cleanly_on_ctrl_c(
     assert proc.returncode == 0, out
     assert "Traceback" not in out
     assert "Application shutdown complete" in out
+
+
+def test_web_processes_share_one_port(tmp_path: Path, feed_server: FeedServer) -> None:
+    good = feed_server.serve("/good.rss", rss(news_items(20)))
+    port = free_port()
+    (tmp_path / "feeds.yaml").write_text(config_yaml([{"url": good}], port=port))
+    refused = run("serve", "--processes", "2", cwd=tmp_path)
+    assert refused.returncode == 2 and "--no-poll" in refused.stderr  # N schedulers otherwise
+    assert run("poll", "--once", cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "web", "--processes", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/topics/business.atom"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first = httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "aggregator web did not answer within 60 s"
+                time.sleep(0.2)
+        assert first.status_code == 200 and b"<entry>" in first.content
+        # New connections each: the processes take turns; they all render the same bytes.
+        for _ in range(20):
+            r = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+            assert r.status_code == 304
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert out.count("Started server process") == 2, out

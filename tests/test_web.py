@@ -147,3 +147,46 @@ def test_served_over_a_real_socket(agg: Aggregator) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_repeat_requests_are_answered_before_routing_with_the_same_bytes(
+    agg: Aggregator,
+) -> None:
+    """A URL's second GET is answered from the hot table; it must match the routed answer."""
+    variants: list[dict[str, str]] = [{"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip"}]
+    first = get(agg, "/topics/world.atom", variants[0])
+    gz = get(agg, "/topics/world.atom", variants[1])
+    etag, gz_etag, lm = first.headers["etag"], gz.headers["etag"], first.headers["last-modified"]
+    assert etag != gz_etag
+    variants += [
+        {"If-None-Match": etag, "Accept-Encoding": "identity"},
+        {"If-None-Match": gz_etag, "Accept-Encoding": "gzip"},
+        {"If-None-Match": etag, "Accept-Encoding": "gzip"},  # the same content, other coding
+        {"If-None-Match": f'"other", W/{etag}', "Accept-Encoding": "identity"},
+        {"If-Modified-Since": lm, "Accept-Encoding": "identity"},
+        {"If-None-Match": "*"},
+    ]
+
+    def comparable(r: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = [(k, v) for k, v in r.headers.multi_items() if k not in ("date", "server")]
+        return r.status_code, headers, r.content
+
+    async def warm_answers() -> list[httpx.Response]:
+        app = create_app(agg, poll=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agg.test") as c:
+            (await c.get("/topics/world.atom")).raise_for_status()
+            # With no routes left, only the hot path can answer.
+            app.router.routes.clear()
+            assert (await c.get("/topics/politics.atom")).status_code == 404
+            return [await c.get("/topics/world.atom", headers=h) for h in variants]
+
+    routed = [get(agg, "/topics/world.atom", h) for h in variants]
+    hot = asyncio.run(warm_answers())
+    assert [r.status_code for r in routed] == [200, 200, 304, 304, 304, 304, 304, 304]
+    assert [comparable(r) for r in hot] == [comparable(r) for r in routed]
+    # A 304 repeats the validators and caching headers, not the representation's metadata.
+    not_modified = routed[2].headers
+    assert not_modified["etag"] == etag and "cache-control" in not_modified
+    assert "last-modified" not in not_modified and "link" not in not_modified
+    assert "link" in first.headers
