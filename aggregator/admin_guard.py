@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
+from .body_limit import read_capped, replayer
 
 log = logging.getLogger("aggregator.admin")
 
@@ -192,10 +193,11 @@ class AdminGuard:
             if given is None and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
             ):
-                body, replay = await _read_body(receive)
-                if body is None:
+                replay, over = await read_capped(receive, _MAX_FORM_BYTES)
+                if over:
                     await _deny(scope, send, 413, "form too large", headers)
                     return
+                body = b"".join(m.get("body", b"") for m in replay)
                 fields = parse_qs(body.decode("latin-1"))
                 values = fields.get(CSRF_FIELD)
                 given = values[0] if values else None
@@ -205,7 +207,7 @@ class AdminGuard:
                 )
                 return
             if replay is not None:
-                receive = _replayer(replay, receive)
+                receive = replayer(replay, receive)
         await self._forward(scope, receive, send, "cookie", session)
 
     def _bearer_ok(self, scope: Scope) -> bool:
@@ -232,36 +234,6 @@ class AdminGuard:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
-    chunks: list[bytes] = []
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > _MAX_FORM_BYTES:
-            return None, messages
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), messages
-
-
-def _replayer(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
 
 
 async def _deny(

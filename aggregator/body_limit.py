@@ -59,26 +59,43 @@ class BodyLimit:
                 if declared > cap:
                     await _too_large(send, cap)
                     return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > cap:
-                await _too_large(send, cap)
-                return
-            if not message.get("more_body", False):
-                break
+        messages, over = await read_capped(receive, cap)
+        if over:
+            await _too_large(send, cap)
+            return
+        await self.app(scope, replayer(messages, receive), send)
 
-        async def replay() -> Message:
-            if messages:
-                return messages.pop(0)
-            return await receive()
 
-        await self.app(scope, replay, send)
+async def read_capped(receive: Receive, cap: int) -> tuple[list[Message], bool]:
+    """Receive a request's messages until its body ends or passes ``cap`` bytes.
+
+    Returns the messages received, to hand on with ``replayer``, and whether the body went
+    over ``cap``; reading stops there, so an endless body is never buffered whole.
+    """
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, False
+        size += len(message.get("body", b""))
+        if size > cap:
+            return messages, True
+        if not message.get("more_body", False):
+            return messages, False
+
+
+def replayer(messages: Sequence[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` again, then goes on with ``receive``."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 async def _too_large(send: Send, cap: int, status: int = 413, text: str | None = None) -> None:
