@@ -95,28 +95,7 @@ def candidates(
             .limit(limit)
         ).all()
     ]
-    if not ids:
-        return []
-    q = (
-        select(EntrySignatureRow, EntryRow.story_id, EntryRow.feed_id)
-        .join(EntryRow, EntryRow.id == EntrySignatureRow.entry_id)
-        .where(EntrySignatureRow.entry_id.in_(ids))
-    )
-    return [
-        NearCandidate(
-            entry_id=sig.entry_id,
-            story_id=story_id,
-            feed_id=feed_id,
-            fingerprint=Fingerprint(
-                features=_unpack(sig.features),
-                title=tuple(sig.title.split()),
-                short=sig.short,
-                host=sig.host,
-                published=sig.published,
-            ),
-        )
-        for sig, story_id, feed_id in s.execute(q).all()
-    ]
+    return list(_load(s, ids).values())
 
 
 def candidates_many(
@@ -152,7 +131,12 @@ def candidates_many(
                 if fp.published - window <= published <= fp.published + window:
                     shared[eid] += 1
         chosen.append(sorted(shared, key=lambda e: (-shared[e], e))[:limit])
-    ids = list({eid for ids in chosen for eid in ids})
+    found = _load(s, list({eid for ids in chosen for eid in ids}))
+    return [[found[e] for e in ids if e in found] for ids in chosen]
+
+
+def _load(s: Session, ids: Sequence[int]) -> dict[int, NearCandidate]:
+    """The stored signatures of ``ids`` with their entries' story and feed, by entry id."""
     found: dict[int, NearCandidate] = {}
     for i in range(0, len(ids), 500):
         sigs = (
@@ -173,7 +157,7 @@ def candidates_many(
                     published=sig.published,
                 ),
             )
-    return [[found[e] for e in ids if e in found] for ids in chosen]
+    return found
 
 
 class PollBatch:
