@@ -50,7 +50,7 @@ from .types import Fingerprint, NearCandidate, ParsedEntry
 
 # Changing any of these changes every stored bucket: a new index must then be built
 # (a migration), so they are constants, not settings.
-TEXT_PERM, TEXT_ROWS = 64, 2  # 32 bands: found with p > 0.98 from Jaccard 0.35
+TEXT_PERM, TEXT_ROWS = 144, 3  # 48 bands of 3 rows: see docs/dev.md (recall vs crowding)
 TITLE_PERM, TITLE_ROWS = 16, 2  # 8 bands over title words
 SEED = 4
 TEXT_WORDS = 150  # the lede: where rewrites agree; long bodies add only noise and cost

@@ -3,7 +3,7 @@
     python bench/dedup_scale.py [--sizes 10000,100000,1000000] [--rounds 5]
 
 For each size a fresh SQLite store (the real schema, migrated) gets that many synthetic
-stored items: an entry and a story row each, and 40 LSH bucket rows each (the number a real
+stored items: an entry and a story row each, and 56 LSH bucket rows each (the number a real
 item has) with random 64-bit keys, as real bucket keys are hashes. Synthetic items are
 published over the same two weeks as the measured items, so ~40% of them are inside the
 3-day matching window of any measured item: the bucket index, not the date, keeps lookups
@@ -46,7 +46,7 @@ from storage import neardup as neardup_store  # noqa: E402
 from storage import open_repository  # noqa: E402
 from storage.repository import Repository  # noqa: E402
 
-BUCKETS_PER_ITEM = 40  # 32 text bands + 8 title bands (aggregator/neardup.py)
+BUCKETS_PER_ITEM = 56  # 48 text bands + 8 title bands (aggregator/neardup.py)
 CHUNK = 20_000
 INDEX = "ix_story_buckets_bucket_published"
 
