@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from ruamel.yaml.comments import CommentedMap
 
-from storage import open_repository
+from storage import Repository, open_repository
 
 from . import discover, feeds_file, logs, opml, retention
 from .admin_stories import story_uid
@@ -350,11 +350,7 @@ def status(
 ) -> None:
     """The health of every feed: last attempt and success, errors, next poll, items per day."""
     cfg = _load_config(config)
-    try:
-        repo = open_repository(database_url(cfg, config))
-    except AggregatorError as e:
-        err_console.print(f"[red]cannot open the store:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from e
+    repo = _open_store(cfg, config)
     try:
         now = datetime.now(UTC)
         health = repo.feed_health(now)
@@ -487,11 +483,7 @@ def prune_cmd(
     cfg = _load_config(config)
     if not retention.enabled(cfg):
         console.print(f"no retention: in {config}: every entry is kept", highlight=False)
-    try:
-        repo = open_repository(database_url(cfg, config))
-    except AggregatorError as e:
-        err_console.print(f"[red]cannot open the store:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from e
+    repo = _open_store(cfg, config)
     try:
         counts = retention.prune(repo, cfg, dry_run=dry_run)
     finally:
@@ -617,6 +609,15 @@ def _load_config(config: Path) -> Config:
     except ConfigError as e:
         for line in e.errors:
             err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from e
+
+
+def _open_store(cfg: Config, config: Path) -> Repository:
+    """The store ``cfg`` names (migrated), or a one-line error and exit 1."""
+    try:
+        return open_repository(database_url(cfg, config))
+    except AggregatorError as e:
+        err_console.print(f"[red]cannot open the store:[/red] {e}", highlight=False)
         raise typer.Exit(1) from e
 
 
