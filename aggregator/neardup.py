@@ -33,6 +33,7 @@ Rules on top of the score:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -145,8 +146,22 @@ def features(title: str, text: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+@functools.cache
+def _template(num_perm: int) -> MinHash:
+    return MinHash(num_perm=num_perm, seed=SEED, hashfunc=_identity)
+
+
 def _minhash(values: Iterable[int], num_perm: int) -> np.ndarray:
-    m = MinHash(num_perm=num_perm, seed=SEED, hashfunc=_identity)
+    # A MinHash draws its permutations from the seed when made (most of its cost for a
+    # 150-word item): take them, and their scheme, from one made once.
+    t = _template(num_perm)
+    m = MinHash(
+        num_perm=num_perm,
+        seed=SEED,
+        hashfunc=_identity,
+        permutations=t.permutations,
+        scheme=t.scheme,
+    )
     m.update_batch(list(values))
     hv: np.ndarray = m.hashvalues
     return hv

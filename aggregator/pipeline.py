@@ -51,6 +51,7 @@ from .exceptions import (
     StorageError,
 )
 from .fetch import FetchLimits, HostLimiter, fetch, host_key
+from .language import detect_language
 from .parse import parse
 from .parsepool import ParsePool
 from .schedule import next_poll_at
@@ -129,11 +130,17 @@ def prepare(
     """The part of ingesting that needs no store: parse, and plan every entry as new.
 
     Pure CPU, picklable in and out: it runs in a parser process (``ParsePool``).
-    Identities, content hashes, canonical URLs and near-duplicate fingerprints are made
-    here; ``dedup.decide`` then marks what the store already has.
+    Identities, content hashes, canonical URLs, near-duplicate fingerprints and each
+    item's language (the costliest part of tagging) are made here; ``dedup.decide`` then
+    marks what the store already has.
     """
     parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
-    return parsed, dedup.plan(parsed.entries, feed_url, {}, tracking=tracking)
+    entries = [
+        replace(e, language=detect_language(e.title, e.text, parsed.language), language_known=True)
+        for e in parsed.entries
+    ]
+    parsed = parsed._replace(entries=entries)
+    return parsed, dedup.plan(entries, feed_url, {}, tracking=tracking)
 
 
 def ingest(

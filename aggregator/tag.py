@@ -241,7 +241,9 @@ class Tagger:
         return self.classifier.scores([e.title + ". " + e.text for e in entries])
 
     def _view(self, entry: ParsedEntry, feed: FeedContext) -> ItemView:
-        if self.settings.detect_language:
+        if self.settings.detect_language and entry.language_known:
+            language = entry.language  # worked out in the parser process (pipeline.prepare)
+        elif self.settings.detect_language:
             language = detect_language(entry.title, entry.text, feed.language)
         else:
             language = normalise_language(feed.language)

@@ -49,6 +49,11 @@ class ParsedEntry:
     categories: tuple[str, ...]  # the item's own categories, as given
     enclosures: tuple[Enclosure, ...] = ()
     orig_link: str | None = None  # feedburner:origLink or similar, when the feed gives one
+    # The item's language (language.detect_language, the feed's declared one as fallback),
+    # when the parser process already worked it out (pipeline.prepare): the tagger then
+    # need not, in the poller process. ``language_known`` False: not worked out yet.
+    language: str | None = None
+    language_known: bool = False
 
 
 class FeedHints(NamedTuple):

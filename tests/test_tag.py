@@ -71,3 +71,33 @@ def test_regex_and_feed_tags() -> None:
         'feed tag "hardware"'
     )
     assert t.tag(entry(title="bananas", text="", categories=())) == ()
+
+
+def test_languages_worked_out_in_the_parser_process_tag_the_same() -> None:
+    """pipeline.prepare detects each item's language; tagging then gives what it gave alone."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from aggregator.dedup import DEFAULT_POLICY
+    from aggregator.pipeline import prepare
+    from aggregator.types import FeedContext, Fetched
+
+    data = ROOT / "tests" / "data" / "feeds"
+    tagger = shipped()
+    seen: set[str | None] = set()
+    for name in ("dw_rdf.rdf", "bbc_world.rss", "npr_news.json"):
+        body = (data / name).read_bytes()
+        url = f"https://feeds.example/{name}"
+        fetched = Fetched(url, url, 200, body, {}, None, None, 0)
+        parsed, intents = prepare(
+            fetched, url, datetime(2026, 11, 24, tzinfo=UTC), DEFAULT_POLICY.tracking
+        )
+        assert intents and all(i.entry.language_known for i in intents)
+        feed = FeedContext((), parsed.title, parsed.language)
+        here = tagger.analyse_many([i.entry for i in intents], feed)
+        alone = tagger.analyse_many(
+            [replace(i.entry, language=None, language_known=False) for i in intents], feed
+        )
+        assert here == alone
+        seen |= {t.language for t in here}
+    assert "en" in seen  # languages were really detected
