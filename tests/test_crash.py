@@ -26,7 +26,7 @@ from storage import Repository, open_repository
 
 SIZE = 1000  # items in every version of the feed
 STEP = 100  # new items per version (the oldest drop off the end)
-KILLS = 11  # per engine: 22 in all
+KILLS = 20  # per engine (issue 8: 20+ random instants), 40 in all
 Snapshot = dict[int, tuple[str, str, str, tuple[str, ...]]]
 WORDS = (
     "minister council harbour storm league striker budget museum bronze chipmaker election "
