@@ -1,13 +1,18 @@
 """The app on a real 127.0.0.1 socket (uvicorn in a thread), for readers, browsers and hubs;
-and one poll of every feed, as a test drives it."""
+one poll of every feed, as a test drives it; and ``aggregator`` commands as real processes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -48,3 +53,37 @@ def poll_all(agg: Aggregator) -> dict[str, PollResult]:
             await agg.stop()
 
     return {r.feed_url: r for r in asyncio.run(run())}
+
+
+def spawn(args: list[str], db_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """``python -m aggregator *args`` on the store ``db_url``, its output appended to ``log``."""
+    env = {**os.environ, "AGGREGATOR_DATABASE_URL": db_url, "NO_COLOR": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aggregator", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process still running (a graceful stop), SIGKILL after 20 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextmanager
+def running(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """``stop(procs)`` when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        stop(procs)

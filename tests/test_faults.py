@@ -8,53 +8,21 @@ the shared one), feeds published on a real local server while it is down.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
+from live import running, spawn
 from pg import PostgresCluster, _free_port
 
 from storage import open_repository
 
 SITE = "https://desk{}.example.org"
-
-
-def _spawn(args: list[str], db_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "AGGREGATOR_DATABASE_URL": db_url, "NO_COLOR": "1"}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "aggregator", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
-@contextmanager
-def _running(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def _status(url: str) -> tuple[int, str]:
@@ -123,9 +91,9 @@ def _restart_under_load(cluster: PostgresCluster, server: FeedServer, tmp_path: 
     open_repository(db_url).close()
     web_port, health_ports = _free_port(), [_free_port(), _free_port()]
     logs = [tmp_path / "web.log", tmp_path / "worker0.log", tmp_path / "worker1.log"]
-    web = _spawn(["web", "-c", str(config), "--port", str(web_port)], db_url, logs[0])
+    web = spawn(["web", "-c", str(config), "--port", str(web_port)], db_url, logs[0])
     workers = [
-        _spawn(["worker", "-c", str(config), "--health-port", str(p)], db_url, log)
+        spawn(["worker", "-c", str(config), "--health-port", str(p)], db_url, log)
         for p, log in zip(health_ports, logs[1:], strict=True)
     ]
     procs = [web, *workers]
@@ -145,7 +113,7 @@ def _restart_under_load(cluster: PostgresCluster, server: FeedServer, tmp_path: 
                 bad.append(f"{code}: {body[:300]}")
             time.sleep(0.02)
 
-    with _running(procs):
+    with running(procs):
         _wait_for("all healthy", lambda: all(_status(h)[0] == 200 for h in healths), 90, logs)
         repo = open_repository(db_url, run_migrations=False)
         try:
@@ -234,11 +202,11 @@ def test_a_web_process_reads_sqlite_while_a_poller_writes(
     open_repository(db_url).close()
     port = _free_port()
     logs = [tmp_path / "web.log", tmp_path / "poll.log"]
-    web = _spawn(["web", "-c", str(config), "--port", str(port)], db_url, logs[0])
-    with _running([web]):
+    web = spawn(["web", "-c", str(config), "--port", str(port)], db_url, logs[0])
+    with running([web]):
         _wait_for("web up", lambda: _status(f"http://127.0.0.1:{port}/healthz")[0] == 200, 60, logs)
-        poller = _spawn(["poll", "--once", "-c", str(config)], db_url, logs[1])
-        with _running([poller]):
+        poller = spawn(["poll", "--once", "-c", str(config)], db_url, logs[1])
+        with running([poller]):
             repo = open_repository(db_url, run_migrations=False)
             try:
                 codes: Counter[int] = Counter()

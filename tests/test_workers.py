@@ -17,6 +17,7 @@ from pathlib import Path
 
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
+from live import spawn, stop
 
 from aggregator.service import Aggregator
 from aggregator.types import FeedSpec, PollResult, PollSave
@@ -182,17 +183,6 @@ def test_two_workers_in_one_process_poll_every_feed_exactly_once(
             agg.close()
 
 
-def _worker(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "AGGREGATOR_DATABASE_URL": db_url, "NO_COLOR": "1"}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "worker", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
 def test_three_worker_processes_poll_1000_feeds_once_and_take_over_a_killed_ones(
     pg_cluster: object, feed_server: FeedServer, tmp_path: Path
 ) -> None:
@@ -214,7 +204,7 @@ def test_three_worker_processes_poll_1000_feeds_once_and_take_over_a_killed_ones
         route.delay = 0.02  # slow enough that the victim surely holds leases when killed
     open_repository(db_url).close()  # migrate once, before the workers race to
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-    procs = [_worker(config, db_url, log) for log in logs]
+    procs = [spawn(["worker", "--config", str(config)], db_url, log) for log in logs]
     repo = open_repository(db_url)
     try:
         # About two minutes on a 2-core machine shared with other work; the margin is for
@@ -261,15 +251,7 @@ def test_three_worker_processes_poll_1000_feeds_once_and_take_over_a_killed_ones
             assert p.poll() is None, "a surviving worker died"
     finally:
         repo.close()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(procs)
 
 
 def test_the_lease_migration_upgrades_a_store_holding_data(db_url: str) -> None:
