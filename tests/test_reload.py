@@ -196,21 +196,16 @@ def test_interval_edit_reschedules_only_that_feed(
         assert agg.repo.count_entries(feeds["a"]) == 12
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_invalid_edit_is_refused_with_its_line_and_the_old_config_keeps_running(
-    tmp_path: Path, store: str, request: pytest.FixtureRequest, feeds: dict[str, str]
+    tmp_path: Path, db_url: str, feeds: dict[str, str]
 ) -> None:
-    if store == "sqlite":
-        db = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        db = request.getfixturevalue("pg_cluster").create_database("reload_invalid")
     path = tmp_path / "feeds.yaml"
-    good = feeds_yaml(db, [{"url": feeds["a"]}])
+    good = feeds_yaml(db_url, [{"url": feeds["a"]}])
     path.write_text(good)
     with running(path) as (agg, base):
         wait_for("feed a polled", lambda: agg.repo.count_entries(feeds["a"]) == 12)
         running_config = agg.config
-        bad = feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"], "interval": "soon"}])
+        bad = feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"], "interval": "soon"}])
         bad_line = next(i for i, line in enumerate(bad.splitlines(), 1) if "soon" in line)
         path.write_text(bad)
         errors = wait_for("the error recorded", lambda: agg.last_config_error)
@@ -224,7 +219,7 @@ def test_invalid_edit_is_refused_with_its_line_and_the_old_config_keeps_running(
         assert len(served_titles(base, "/stories.json")) == 12
 
         # Fixing the file applies it and clears the error.
-        path.write_text(feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
+        path.write_text(feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
         wait_for("the fix applied", lambda: agg.repo.count_entries(feeds["b"]) == 8)
         assert agg.last_config_error is None
 
@@ -272,23 +267,18 @@ def test_files_replaced_by_rename_are_followed(tmp_path: Path, feeds: dict[str, 
         assert agg.last_config_error is None
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_topic_edits_retag_stored_items_and_the_topic_feed_follows(
-    tmp_path: Path, store: str, request: pytest.FixtureRequest, feeds: dict[str, str]
+    tmp_path: Path, db_url: str, feeds: dict[str, str]
 ) -> None:
-    if store == "sqlite":
-        db = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        db = request.getfixturevalue("pg_cluster").create_database("reload_topics")
     path = tmp_path / "feeds.yaml"
-    path.write_text(feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
+    path.write_text(feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
     with running(path) as (agg, base):
         wait_for("both polled", lambda: agg.repo.count_entries() == 20)
         assert httpx.get(base + "/topics/storms.json", timeout=5).status_code == 404
         polls = agg.repo.feed_health()
 
         path.write_text(
-            feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}], topics=[STORM_TOPIC])
+            feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"]}], topics=[STORM_TOPIC])
         )
         titles = wait_for(
             "the new topic's feed filled by re-tagging",
@@ -305,7 +295,7 @@ def test_topic_edits_retag_stored_items_and_the_topic_feed_follows(
         # Editing the rule re-tags that topic again: the feed narrows.
         narrower = {**STORM_TOPIC, "rules": {"keywords": ["storm force", "flooding"]}}
         path.write_text(
-            feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}], topics=[narrower])
+            feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"]}], topics=[narrower])
         )
         wait_for(
             "the narrowed topic applied",
@@ -315,7 +305,7 @@ def test_topic_edits_retag_stored_items_and_the_topic_feed_follows(
             ),
         )
         # Removing the topic removes its feed and its stored tags.
-        path.write_text(feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
+        path.write_text(feeds_yaml(db_url, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
         wait_for(
             "the removed topic gone",
             lambda: httpx.get(base + "/topics/storms.json", timeout=5).status_code == 404,
