@@ -151,6 +151,14 @@ _db_counter = itertools.count()
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store: a real SQLite file, then a real PostgreSQL database."""
+    return store_url(request, tmp_path)
+
+
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of the kind ``request.param`` names ("sqlite" or "postgresql").
+
+    For fixtures of a wider scope than ``db_url``'s, which share one store between tests.
+    """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import string
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ import feedparser
 import httpx
 import pytest
 from builders import config_yaml, news_items, rss
-from conftest import FeedServer
+from conftest import FeedServer, store_url
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from live import live_server
+from live import live_server, poll_all
 from test_xss import problems_in_json, problems_in_xml
 
 from aggregator import dedup
@@ -293,10 +292,7 @@ def populated(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
     tmp = tmp_path_factory.mktemp(f"props-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite:///{tmp / 'store.db'}"
-    else:
-        db = request.getfixturevalue("pg_cluster").create_database(f"props_{id(tmp) % 10**8}")
+    db = store_url(request, tmp)
     server = FeedServer()
     server.thread.start()
     try:
@@ -308,14 +304,7 @@ def populated(
             config_yaml([{"url": u, "tags": ["business"]} for u in urls], database_url=db)
         )
         agg = Aggregator.from_file(tmp / "feeds.yaml")
-
-        async def poll() -> None:
-            try:
-                await agg.poll_all()
-            finally:
-                await agg.stop()
-
-        asyncio.run(poll())
+        poll_all(agg)
         with live_server(agg) as base, httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/stories.json").json()["items"]
             yield client
