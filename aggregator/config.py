@@ -281,10 +281,11 @@ class WorkersConfig(_Strict):
 
     @model_validator(mode="after")
     def _lease_outlasts_ticks(self) -> WorkersConfig:
-        # Renewals happen on claim ticks; a lease shorter than two ticks could lapse between.
-        if self.lease <= 2 * self.claim_every:
+        # Renewals happen on claim ticks, from a third of a lease on; a lease shorter than
+        # three ticks could lapse between.
+        if self.lease <= 3 * self.claim_every:
             raise ValueError(
-                f"lease ({self.lease}) must be longer than two claim_every ({self.claim_every})"
+                f"lease ({self.lease}) must be longer than three claim_every ({self.claim_every})"
             )
         return self
 

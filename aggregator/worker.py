@@ -7,9 +7,12 @@ Any number of workers (processes, machines) run this against one database::
         for url in urls: start poll(url)        # its save sets next_poll_at, drops the lease
 
 A worker never holds more feeds than it polls at once, so the rest stay free for the
-others. Every tick past half a lease it renews the leases of its polls still in flight (a
-poll may wait behind the per-host limit or a slow server for longer than a lease), so only a
-dead worker's leases expire (the lease must be longer than two claim_every ticks).
+others. Every tick past a third of a lease it renews the leases of its polls still in flight
+(a poll may wait behind the per-host limit or a slow server for longer than a lease), so
+only a dead worker's leases expire (the lease must be longer than three claim_every ticks).
+Claims and renewals go through a thread of their own: queued behind the polls' store work
+in the shared thread pool, a renewal came late on a loaded machine and a live worker's
+feed was taken over and fetched twice.
 
 When the store is down the claim fails; the worker logs it, waits (doubling up to
 ``MAX_CLAIM_BACKOFF``) and carries on by itself once the store answers again.
@@ -18,13 +21,15 @@ When the store is down the claim fails; the worker logs it, waits (doubling up t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -81,6 +86,12 @@ class ClaimLoop:
         self._more_waiting = False
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
+        self._leases = ThreadPoolExecutor(1, thread_name_prefix="leases")
+
+    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A lease call (claim, renew, release) on this loop's own store thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._leases, functools.partial(fn, *args))
 
     def start(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -112,7 +123,7 @@ class ClaimLoop:
                 self._more_waiting = True
                 return []
             try:
-                urls = await asyncio.to_thread(
+                urls: list[str] = await self._store(
                     self.store.claim_due_feeds, self.owner, now, self.lease, free
                 )
             except StorageError as e:
@@ -139,12 +150,12 @@ class ClaimLoop:
         if not self.in_flight:
             self._renewed_at = None
             return
-        if self._renewed_at is not None and now - self._renewed_at < self.lease / 2:
+        if self._renewed_at is not None and now - self._renewed_at < self.lease / 3:
             return
-        # Claims set lease_until = claim time + lease, so the oldest in-flight lease is at
-        # most half a lease from expiring here.
+        # Claims set lease_until = claim time + lease, so the oldest in-flight lease has
+        # about two thirds of a lease left here: room for a tick that comes late.
         try:
-            await asyncio.to_thread(
+            await self._store(
                 self.store.renew_leases, self.owner, list(self.in_flight), now + self.lease
             )
             self._renewed_at = now
@@ -185,6 +196,7 @@ class ClaimLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
         if left:
             try:
-                await asyncio.to_thread(self.store.release_leases, self.owner, left)
+                await self._store(self.store.release_leases, self.owner, left)
             except StorageError as e:
                 log.warning("could not give back leases owner=%s error=%s", self.owner, e)
+        self._leases.shutdown(wait=False)

@@ -110,6 +110,52 @@ def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str)
         repo.close()
 
 
+def test_renewals_do_not_wait_behind_the_polls_store_work(db_url: str) -> None:
+    """Every thread of the shared pool busy (polls saving): leases are renewed all the same."""
+    import threading
+
+    from aggregator.worker import ClaimLoop
+
+    repo = open_repository(db_url)
+    clock = [NOW]
+    release = asyncio.Event()
+
+    async def slow_poll(url: str) -> None:
+        await release.wait()
+
+    try:
+        urls = _feeds(repo, 2)
+
+        async def run() -> None:
+            busy = ClaimLoop(
+                repo,
+                slow_poll,
+                lease=LEASE,
+                claim_every=timedelta(seconds=2),
+                capacity=2,
+                owner="busy",
+                clock=lambda: clock[0],
+            )
+            assert sorted(await busy.tick()) == sorted(urls)
+            gate = threading.Event()
+            blockers = [asyncio.create_task(asyncio.to_thread(gate.wait)) for _ in range(64)]
+            await asyncio.sleep(0.1)
+            try:
+                clock[0] += LEASE / 2
+                await asyncio.wait_for(busy.tick(), timeout=10)
+            finally:
+                gate.set()
+                await asyncio.gather(*blockers)
+            assert {lease.until for lease in repo.leases()} == {clock[0] + LEASE}
+            release.set()
+            await busy.drain()
+            await busy.stop()
+
+        asyncio.run(run())
+    finally:
+        repo.close()
+
+
 def test_disabled_feeds_are_never_claimed(db_url: str) -> None:
     repo = open_repository(db_url)
     try:
@@ -198,7 +244,7 @@ def test_three_worker_processes_poll_1000_feeds_once_and_take_over_a_killed_ones
     db_url = pg_cluster.create_database("workers_kill")
     n, items = 1000, 2
     config = tmp_path / "feeds.yaml"
-    urls = _write_config(config, feed_server, n, items, "3s", per_host=4)
+    urls = _write_config(config, feed_server, n, items, "5s", per_host=4)
     paths = {u: u.split(str(feed_server.port), 1)[1] for u in urls}
     for route in feed_server.routes.values():
         route.delay = 0.02  # slow enough that the victim surely holds leases when killed
