@@ -23,6 +23,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def first_answer(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> httpx.Response:
+    """The first HTTP answer of a server process that is starting (it must not exit first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            assert proc.poll() is None, f"the server exited with {proc.returncode}"
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g} s"
+            time.sleep(0.2)
+
+
 def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     env.pop("AGGREGATOR_DATABASE_URL", None)
@@ -134,14 +146,7 @@ def test_web_processes_share_one_port(tmp_path: Path, feed_server: FeedServer) -
     )
     url = f"http://127.0.0.1:{port}/topics/business.atom"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                first = httpx.get(url, timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "aggregator web did not answer within 60 s"
-                time.sleep(0.2)
+        first = first_answer(url, proc)
         assert first.status_code == 200 and b"<entry>" in first.content
         # New connections each: the processes take turns; they all render the same bytes.
         for _ in range(20):

@@ -19,7 +19,7 @@ from builders import Item, config_yaml, news_items, rss
 from conftest import FeedServer
 from live import live_server
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import free_port
+from test_cli import first_answer, free_port
 from test_fetch import make_agg, poll
 
 from aggregator import logs
@@ -300,15 +300,7 @@ def test_no_secret_in_the_logs_of_a_real_run(tmp_path: Path, feed_server: FeedSe
     )
     base = f"http://127.0.0.1:{web_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert web.poll() is None and time.monotonic() < deadline, "web did not start"
-            time.sleep(0.2)
+        assert first_answer(f"{base}/healthz", web).status_code == 200
         ok = {"Authorization": f"Bearer {s['admin']}"}
         assert httpx.get(f"{base}/admin/config", headers=ok).status_code == 200
         wrong = {"Authorization": f"Bearer {s['bearer']}"}

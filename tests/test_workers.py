@@ -21,6 +21,7 @@ from live import spawn, stop
 
 from aggregator.service import Aggregator
 from aggregator.types import FeedSpec, PollResult, PollSave
+from aggregator.worker import ClaimLoop
 from storage import Repository, open_repository
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -70,30 +71,33 @@ def test_an_expired_lease_is_taken_over_and_a_save_gives_the_lease_back(db_url: 
         repo.close()
 
 
-def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str) -> None:
-    """Polls stuck behind the per-host limit outlive a lease: the live worker keeps them."""
-    from aggregator.worker import ClaimLoop
-
-    repo = open_repository(db_url)
-    clock = [NOW]
-    release = asyncio.Event()
+def _busy_worker(repo: Repository, clock: list[datetime], release: asyncio.Event) -> ClaimLoop:
+    """A worker whose polls wait for ``release``, on a driven clock."""
 
     async def slow_poll(url: str) -> None:
         await release.wait()
 
+    return ClaimLoop(
+        repo,
+        slow_poll,
+        lease=LEASE,
+        claim_every=timedelta(seconds=2),
+        capacity=2,
+        owner="busy",
+        clock=lambda: clock[0],
+    )
+
+
+def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str) -> None:
+    """Polls stuck behind the per-host limit outlive a lease: the live worker keeps them."""
+    repo = open_repository(db_url)
+    clock = [NOW]
+    release = asyncio.Event()
     try:
         urls = _feeds(repo, 2)
 
         async def run() -> None:
-            busy = ClaimLoop(
-                repo,
-                slow_poll,
-                lease=LEASE,
-                claim_every=timedelta(seconds=2),
-                capacity=2,
-                owner="busy",
-                clock=lambda: clock[0],
-            )
+            busy = _busy_worker(repo, clock, release)
             assert sorted(await busy.tick()) == sorted(urls)
             for _ in range(12):  # an hour of ticks, two minutes apart, the polls still waiting
                 clock[0] += timedelta(minutes=2)
@@ -114,28 +118,14 @@ def test_renewals_do_not_wait_behind_the_polls_store_work(db_url: str) -> None:
     """Every thread of the shared pool busy (polls saving): leases are renewed all the same."""
     import threading
 
-    from aggregator.worker import ClaimLoop
-
     repo = open_repository(db_url)
     clock = [NOW]
     release = asyncio.Event()
-
-    async def slow_poll(url: str) -> None:
-        await release.wait()
-
     try:
         urls = _feeds(repo, 2)
 
         async def run() -> None:
-            busy = ClaimLoop(
-                repo,
-                slow_poll,
-                lease=LEASE,
-                claim_every=timedelta(seconds=2),
-                capacity=2,
-                owner="busy",
-                clock=lambda: clock[0],
-            )
+            busy = _busy_worker(repo, clock, release)
             assert sorted(await busy.tick()) == sorted(urls)
             gate = threading.Event()
             blockers = [asyncio.create_task(asyncio.to_thread(gate.wait)) for _ in range(64)]
