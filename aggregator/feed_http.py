@@ -133,7 +133,7 @@ def _hot(rendered: Rendered, minute: int, config_id: int) -> _Hot:
 
 class HotTable:
     """Answers worth reusing, by request URL; filled by the feed handler, read by
-    :meth:`serve` before any middleware or routing."""
+    :meth:`answer` before any middleware or routing."""
 
     def __init__(self, versions: ContentVersion, config_id: Callable[[], int]) -> None:
         self._versions = versions
