@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -159,7 +160,13 @@ def test_hints_survive_the_store_as_json() -> None:
 def test_a_polled_feed_is_planned_by_its_hints(tmp_path: Path) -> None:
     from test_fetch import ScriptServer, make_agg, poll, send
 
-    body = rss(news_items(5)).replace(
+    # Dated in the last hours: the publishing rate counts the last week only.
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    items = [
+        replace(it, published=recent - i * timedelta(minutes=17))
+        for i, it in enumerate(news_items(5))
+    ]
+    body = rss(items).replace(
         b"<language>en-gb</language>",
         b"<language>en-gb</language><ttl>180</ttl>"
         b"<skipDays><day>Saturday</day><day>Sunday</day></skipDays>",

@@ -108,6 +108,7 @@ def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str)
             assert sorted(repo.claim_due_feeds("other", clock[0], LEASE, 100)) == sorted(urls)
             release.set()
             await busy.drain()
+            await busy.stop()
 
         asyncio.run(run())
     finally:
