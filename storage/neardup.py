@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from aggregator.types import Fingerprint, NearCandidate
 
+from . import bulk
 from .models import EntryRow, EntrySignatureRow, StoryBucketRow
 
 # Entries sharing most buckets first; a bound so that a crowded bucket (a very common
@@ -57,13 +58,16 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
             for eid, fp in fingerprints
         ],
     )
-    rows = [
-        {"entry_id": eid, "bucket": b, "published": fp.published}
-        for eid, fp in fingerprints
-        for b in dict.fromkeys(fp.buckets)
-    ]
-    for i in range(0, len(rows), 1000):
-        s.execute(insert(cast(Table, StoryBucketRow.__table__)), rows[i : i + 1000])
+    # About 56 rows per entry: the driver's executemany, with each entry's date converted
+    # once for all its rows (storage/bulk.py).
+    table = cast(Table, StoryBucketRow.__table__)
+    cols = (table.c.entry_id, table.c.bucket, table.c.published)
+    stamp = bulk.processor(s, table.c.published)
+    rows = []
+    for eid, fp in fingerprints:
+        published = stamp(fp.published)
+        rows += [(eid, b, published) for b in dict.fromkeys(fp.buckets)]
+    bulk.insert_many(s, table, cols, rows)
 
 
 def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
