@@ -78,6 +78,8 @@ _NOT_NAMES = frozenset(
 )
 
 
+# News repeats its words (Zipf): most of them were folded before.
+@functools.lru_cache(maxsize=1 << 16)
 def _fold(word: str) -> str:
     w = unicodedata.normalize("NFKC", word).casefold().replace("’", "'")
     if w.endswith("'s"):
@@ -92,8 +94,7 @@ def _fold(word: str) -> str:
 def _words(text: str) -> list[tuple[str, bool, bool]]:
     """(folded word, is a number, is written capitalised) for each word of ``text``."""
     out = []
-    for m in _TOKEN.finditer(text):
-        t = m.group(0)
+    for t in _TOKEN.findall(text):
         if t[0].isdigit():
             out.append((t.replace(",", ""), True, False))
         else:
@@ -101,11 +102,11 @@ def _words(text: str) -> list[tuple[str, bool, bool]]:
     return out
 
 
-def _names(text: str) -> set[str]:
+def _names(words: Sequence[tuple[str, bool, bool]]) -> set[str]:
     """Capitalised words of running text that are not stop words or dates: likely names."""
     return {
         w
-        for w, number, capital in _words(text)
+        for w, number, capital in words
         if number or (capital and w not in _STOP and w not in _NOT_NAMES)
     }
 
@@ -115,10 +116,12 @@ def _hash32(feature: str) -> int:
 
 
 def title_words(title: str) -> tuple[str, ...]:
+    return _title_words(_words(title))
+
+
+def _title_words(words: Sequence[tuple[str, bool, bool]]) -> tuple[str, ...]:
     # Numbers of one digit too: "Briefing (3)" and "Briefing (4)" differ only by them.
-    return tuple(
-        sorted({w for w, number, _ in _words(title) if w not in _STOP and (len(w) > 1 or number)})
-    )
+    return tuple(sorted({w for w, number, _ in words if w not in _STOP and (len(w) > 1 or number)}))
 
 
 def _numbers_disagree(a: Sequence[str], b: Sequence[str]) -> bool:
@@ -134,10 +137,19 @@ def _numbers_disagree(a: Sequence[str], b: Sequence[str]) -> bool:
 
 def features(title: str, text: str) -> tuple[int, ...]:
     """The sorted 32-bit hashes of the weighted word features of title + lede."""
-    lede = " ".join(text.split()[:TEXT_WORDS])
+    return _features(_words(title), _words(_lede(text)))
+
+
+def _lede(text: str) -> str:
+    return " ".join(text.split()[:TEXT_WORDS])
+
+
+def _features(
+    title: Sequence[tuple[str, bool, bool]], lede: Sequence[tuple[str, bool, bool]]
+) -> tuple[int, ...]:
     names = _names(lede)
     out: set[int] = set()
-    for w, number, _ in _words(title) + _words(lede):
+    for w, number, _ in (*title, *lede):
         if w in _STOP or (len(w) < 2 and not number):
             continue
         out.add(_hash32(w))
@@ -172,15 +184,25 @@ def _identity(x: int) -> int:
 
 
 def _bands(kind: bytes, sig: np.ndarray, rows: int) -> list[int]:
-    out = []
-    for i in range(0, len(sig), rows):
-        digest = hashlib.blake2b(
-            sig[i : i + rows].astype("<u8").tobytes(),
-            digest_size=8,
-            person=kind + struct.pack("<H", i // rows),
-        ).digest()
-        out.append(int.from_bytes(digest, "little", signed=True))
-    return out
+    # The bytes of the whole signature once, sliced per band: converting each band's rows
+    # on their own cost more than hashing them.
+    raw = sig.astype("<u8").tobytes()
+    width = rows * 8
+    return [
+        int.from_bytes(
+            hashlib.blake2b(
+                raw[n * width : (n + 1) * width], digest_size=8, person=person
+            ).digest(),
+            "little",
+            signed=True,
+        )
+        for n, person in enumerate(_persons(kind, -(-len(sig) // rows)))
+    ]
+
+
+@functools.cache
+def _persons(kind: bytes, bands: int) -> tuple[bytes, ...]:
+    return tuple(kind + struct.pack("<H", n) for n in range(bands))
 
 
 def buckets(feats: Sequence[int], title: Sequence[str]) -> tuple[int, ...]:
@@ -195,12 +217,14 @@ def buckets(feats: Sequence[int], title: Sequence[str]) -> tuple[int, ...]:
 
 def fingerprint(entry: ParsedEntry, canonical_url: str | None) -> Fingerprint | None:
     """What near-duplicate matching needs to know of an entry; None if it has no words."""
-    title = title_words(entry.title)
     text = entry.text if entry.text.strip() != entry.title.strip() else ""
-    feats = features(entry.title, text)
+    # Each text is split into words once, for the title words, the features and the length.
+    title_w, lede_w = _words(entry.title), _words(_lede(text))
+    title = _title_words(title_w)
+    feats = _features(title_w, lede_w)
     if not feats and not title:
         return None
-    text_words = [w for w, _, _ in _words(" ".join(text.split()[:TEXT_WORDS])) if w not in _STOP]
+    text_words = [w for w, _, _ in lede_w if w not in _STOP]
     title_set = set(title)
     short = sum(w not in title_set for w in text_words) < SHORT_WORDS
     host = None
