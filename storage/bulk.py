@@ -19,7 +19,10 @@ from sqlalchemy.orm import Session
 
 def processor(s: Session, column: Column[Any]) -> Callable[[Any], Any]:
     """What the column's type does to a value before the driver gets it, on this store."""
-    process = column.type.bind_processor(s.get_bind().dialect)
+    dialect = s.get_bind().dialect
+    # The type as this dialect runs it: a TypeDecorator's own bind_processor wraps the
+    # generic impl (a DateTime left as a datetime object), not SQLite's text form.
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
     return process if process is not None else _same
 
 

@@ -182,6 +182,25 @@ def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: st
     assert [len(f) for f in few] == [min(2, len(i)) for i in ids]
 
 
+def test_bucket_rows_store_dates_as_the_other_tables_do(db_url: str) -> None:
+    """Bucket rows go in through the driver (storage/bulk.py), with the date in the form
+    SQLAlchemy gives every other date column: SQLite compares them as text."""
+    from storage.repository import make_engine
+
+    run(db_url, load()[:6], dedup.DEFAULT_POLICY)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            signatures = dict(
+                conn.exec_driver_sql("SELECT entry_id, published FROM entry_signatures").all()
+            )
+            buckets = conn.exec_driver_sql("SELECT entry_id, published FROM story_buckets").all()
+    finally:
+        engine.dispose()
+    assert signatures and len(buckets) > len(signatures)
+    assert all(published == signatures[eid] for eid, published in buckets)
+
+
 def test_a_poll_compares_an_item_with_its_bucket_mates_only() -> None:
     """Within one poll's batch, an item meets the earlier ones it shares a bucket with."""
     from storage.neardup import PollBatch
