@@ -1,11 +1,13 @@
-"""Many rows into one table through the driver's own ``executemany``.
+"""Many rows in or out of one table through the driver, for the few hot statements.
 
 A Core ``insert(table)`` with a list of dicts prepares every row in Python (parameter
 names, type processing of each value) before the driver sees it: about 15 µs a row, more
 than SQLite takes to store it. A poll stores about 56 near-duplicate bucket rows per new
-entry, so that preparation was a third of the cost of saving a first fetch. Here the
-caller hands rows as tuples already in the driver's form (``processor`` converts a value
-the way the column's type would) and the driver binds them in C.
+entry, so that preparation was a third of the cost of saving a first fetch. Likewise a
+Core ``column.in_(values)`` coerces and renders each of a poll's ~1,100 bucket keys in
+Python. Here the caller hands values already in the driver's form (``processor`` converts
+one the way the column's type would; ``reader`` converts one read back) and the driver
+binds them in C.
 """
 
 from __future__ import annotations
@@ -26,8 +28,57 @@ def processor(s: Session, column: Column[Any]) -> Callable[[Any], Any]:
     return process if process is not None else _same
 
 
+def reader(s: Session, column: Column[Any]) -> Callable[[Any], Any]:
+    """What the column's type does to a value the driver read, on this store."""
+    dialect = s.get_bind().dialect
+    process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+    return process if process is not None else _same
+
+
 def _same(value: Any) -> Any:
     return value
+
+
+def _mark(s: Session) -> str:
+    # SQLite's driver takes "?"; psycopg's "%s" (its format and pyformat styles both).
+    return "?" if s.get_bind().dialect.paramstyle == "qmark" else "%s"
+
+
+def select_in(
+    s: Session,
+    columns: Sequence[Column[Any]],
+    key: Column[Any],
+    values: Sequence[Any],
+    between: tuple[Column[Any], Any, Any] | None = None,
+    chunk: int = 500,
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM key's table WHERE key IN values [AND lo <= col <= hi]``.
+
+    ``values`` and the bounds in the driver's form; rows come back as the driver gives
+    them (``reader`` converts). Bounded IN lists: SQLite caps the parameters of a statement.
+    """
+    if not values:
+        return []
+    conn = s.connection()
+    quote = conn.dialect.identifier_preparer
+    mark = _mark(s)
+    head = (
+        f"SELECT {', '.join(quote.format_column(c) for c in columns)} "
+        f"FROM {quote.format_table(key.table)} WHERE "
+    )
+    bounds: tuple[Any, ...] = ()
+    if between is not None:
+        col, lo, hi = between
+        head += (
+            f"{quote.format_column(col)} >= {mark} AND {quote.format_column(col)} <= {mark} AND "
+        )
+        bounds = (lo, hi)
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, len(values), chunk):
+        part = tuple(values[i : i + chunk])
+        sql = f"{head}{quote.format_column(key)} IN ({', '.join([mark] * len(part))})"
+        out += [tuple(row) for row in conn.exec_driver_sql(sql, bounds + part)]
+    return out
 
 
 def insert_many(
@@ -38,8 +89,7 @@ def insert_many(
         return
     conn = s.connection()
     quote = conn.dialect.identifier_preparer
-    # SQLite's driver takes "?"; psycopg's "%s" (its format and pyformat styles both).
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = _mark(s)
     sql = (
         f"INSERT INTO {quote.format_table(table)} "
         f"({', '.join(quote.format_column(c) for c in columns)}) "
