@@ -78,8 +78,6 @@ _NOT_NAMES = frozenset(
 )
 
 
-# News repeats its words (Zipf): most of them were folded before.
-@functools.lru_cache(maxsize=1 << 16)
 def _fold(word: str) -> str:
     w = unicodedata.normalize("NFKC", word).casefold().replace("’", "'")
     if w.endswith("'s"):
@@ -93,13 +91,15 @@ def _fold(word: str) -> str:
 
 def _words(text: str) -> list[tuple[str, bool, bool]]:
     """(folded word, is a number, is written capitalised) for each word of ``text``."""
-    out = []
-    for t in _TOKEN.findall(text):
-        if t[0].isdigit():
-            out.append((t.replace(",", ""), True, False))
-        else:
-            out.append((_fold(t), False, t[0].isupper()))
-    return out
+    return [_word(t) for t in _TOKEN.findall(text)]
+
+
+# News repeats its words (Zipf): most of them were read before, in this process.
+@functools.lru_cache(maxsize=1 << 16)
+def _word(token: str) -> tuple[str, bool, bool]:
+    if token[0].isdigit():
+        return token.replace(",", ""), True, False
+    return _fold(token), False, token[0].isupper()
 
 
 def _names(words: Sequence[tuple[str, bool, bool]]) -> set[str]:
@@ -152,10 +152,16 @@ def _features(
     for w, number, _ in (*title, *lede):
         if w in _STOP or (len(w) < 2 and not number):
             continue
-        out.add(_hash32(w))
-        if number or w in names:
-            out.update(_hash32(f"{w}#{i}") for i in range(1, ENTITY_WEIGHT))
+        out.update(_feature_hashes(w, number or w in names))
     return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _feature_hashes(word: str, entity: bool) -> tuple[int, ...]:
+    """A word's feature hashes: one, or ``ENTITY_WEIGHT`` for a name or number."""
+    if not entity:
+        return (_hash32(word),)
+    return (_hash32(word), *(_hash32(f"{word}#{i}") for i in range(1, ENTITY_WEIGHT)))
 
 
 @functools.cache
