@@ -612,18 +612,23 @@ class Repository:
         started: the dedup merges).
         """
         story_ids, started = self._stories_for(s, feed, intents, now, matcher)
-        values = []
-        for intent in intents:
-            row = EntryRow(feed_id=feed.id, story_id=story_ids[intent.identity])
-            row.identity = intent.identity
-            row.first_seen_at = now
-            self._fill_entry(row, intent, now)
-            values.append(
-                {c.key: getattr(row, c.key) for c in EntryRow.__table__.columns if c.key != "id"}
-            )
+        # Plain rows and Core inserts of the tables: no ORM object (instrumented attributes,
+        # the ORM's bulk path) for rows that are only written.
+        values = [
+            {
+                "feed_id": feed.id,
+                "story_id": story_ids[intent.identity],
+                "identity": intent.identity,
+                "first_seen_at": now,
+                "pruned_at": None,
+                **self._entry_values(intent, now),
+            }
+            for intent in intents
+        ]
+        entries = cast(Table, EntryRow.__table__)
         inserted: dict[str, int] = {}
         for chunk in _chunks(values, 200):
-            stmt = self._insert(s, EntryRow).returning(EntryRow.id, EntryRow.identity)
+            stmt = self._insert(s, entries).returning(entries.c.id, entries.c.identity)
             inserted.update({ident: eid for eid, ident in s.execute(stmt, chunk).all()})
         tags = [
             {"entry_id": inserted[i.identity], "topic": t.topic, "reason": t.reason}
@@ -632,7 +637,7 @@ class Repository:
             for t in i.tags
         ]
         if tags:
-            s.execute(self._insert(s, EntryTagRow), tags)
+            s.execute(self._insert(s, EntryTagRow.__table__), tags)
         neardup_store.save(
             s,
             [
@@ -737,7 +742,7 @@ class Repository:
         if creating:
             # Racing another process for a URL or a uid loses quietly; the lookups below
             # then find the winner's story.
-            s.execute(self._insert(s, StoryRow), list(creating.values()))
+            s.execute(self._insert(s, StoryRow.__table__), list(creating.values()))
         by_url.update(
             self._story_ids_by_url(s, [i.canonical_url for i in roots.values() if i.canonical_url])
         )
@@ -791,25 +796,33 @@ class Repository:
             .values(updated=row.updated)
         )
 
+    @classmethod
+    def _fill_entry(cls, row: EntryRow, intent: EntryIntent, now: datetime) -> None:
+        for key, value in cls._entry_values(intent, now).items():
+            setattr(row, key, value)
+
     @staticmethod
-    def _fill_entry(row: EntryRow, intent: EntryIntent, now: datetime) -> None:
+    def _entry_values(intent: EntryIntent, now: datetime) -> dict[str, Any]:
+        """The columns an entry's content decides (an insert adds its identity and ids)."""
         e = intent.entry
-        row.content_hash = intent.content_hash
-        row.guid = e.guid
-        row.link = e.link
-        row.canonical_url = intent.canonical_url
-        row.title = e.title
-        row.summary_html = e.summary_html
-        row.content_html = e.content_html
-        row.text = e.text
-        row.authors = list(e.authors)
-        row.categories = list(e.categories)
-        row.enclosures = [enc._asdict() for enc in e.enclosures]
-        row.published = e.published
-        row.updated = e.updated
-        row.date_from_fetch = e.date_from_fetch
-        row.last_seen_at = now
-        row.language = intent.language
+        return {
+            "content_hash": intent.content_hash,
+            "guid": e.guid,
+            "link": e.link,
+            "canonical_url": intent.canonical_url,
+            "title": e.title,
+            "summary_html": e.summary_html,
+            "content_html": e.content_html,
+            "text": e.text,
+            "authors": list(e.authors),
+            "categories": list(e.categories),
+            "enclosures": [enc._asdict() for enc in e.enclosures],
+            "published": e.published,
+            "updated": e.updated,
+            "date_from_fetch": e.date_from_fetch,
+            "last_seen_at": now,
+            "language": intent.language,
+        }
 
     # -- stored tags (storage/tagging.py) ---------------------------------------------------
 
