@@ -67,7 +67,14 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
     for eid, fp in fingerprints:
         published = stamp(fp.published)
         rows += [(eid, b, published) for b in dict.fromkeys(fp.buckets)]
+    # In bucket order, the order of the (bucket, published) index: the keys are random,
+    # and inserting them sorted walks that index once instead of jumping about it.
+    rows.sort(key=_bucket_of)
     bulk.insert_many(s, table, cols, rows)
+
+
+def _bucket_of(row: tuple[int, int, object]) -> int:
+    return row[1]
 
 
 def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
