@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import itertools
 import os
 import random
 import subprocess
@@ -45,19 +44,10 @@ from typing import cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from newstext import WORDS, sentence  # noqa: E402
+
 # ----------------------------------------------------------------------------- feeds
 
-_WORDS = (
-    "minister council budget election storm flood coast power market shares bank rates "
-    "inflation striker goal league club season museum gallery exhibition bronze chip "
-    "processor accelerator software startup funding court judge ruling appeal hospital "
-    "doctors nurses strike vaccine study researchers climate emissions carbon wind solar "
-    "railway station delays commuters airport flights border talks treaty summit leaders "
-    "village residents council housing rents mortgage energy prices winter heating school "
-    "teachers pupils exams university students fees festival music album concert film "
-    "director actor award novel author prize police arrest investigation fraud company "
-    "profits jobs factory workers union wages harvest farmers drought river bridge road"
-).split()
 _CATEGORIES = (
     "Business",
     "Economy",
@@ -86,26 +76,6 @@ def host_of(i: int, hosts: int) -> str:
     return f"127.1.{h // 250}.{h % 250 + 1}"
 
 
-def _vocabulary() -> tuple[list[str], list[float]]:
-    # News text has a large vocabulary with a few very common words (Zipf): the common
-    # words above first, then 20,000 made-up ones, so two stories share words the way
-    # two real ones do, not all of theirs (which would make every item a near-duplicate).
-    rng = random.Random(0)
-    syllables = "ka ro min ta ve lo sen dar pi cu bel mor tan gri fe nu sol ad ex ian".split()
-    made = {"".join(rng.choices(syllables, k=rng.randint(2, 4))) for _ in range(24_000)}
-    words = _WORDS + sorted(made - set(_WORDS))[:20_000]
-    weights = [1 / (rank + 100) for rank in range(len(words))]
-    return words, list(itertools.accumulate(weights))
-
-
-_VOCAB, _CUM_WEIGHTS = _vocabulary()
-
-
-def _sentence(rng: random.Random, n: int) -> str:
-    words = rng.choices(_VOCAB, cum_weights=_CUM_WEIGHTS, k=n)
-    return " ".join(words).capitalize()
-
-
 def feed_body(i: int, items: int = 20) -> bytes:
     """Feed ``i``: the same bytes wherever it is made (the server, the bare parse)."""
     rng = random.Random(i)
@@ -113,13 +83,13 @@ def feed_body(i: int, items: int = 20) -> bytes:
     atom = i % 3 == 2
     entries = []
     for n in range(items):
-        title = f"{_sentence(rng, 7)} &amp; {rng.choice(_WORDS)} ({i}-{n})"
+        title = f"{sentence(rng, 7)} &amp; {rng.choice(WORDS)} ({i}-{n})"
         paragraphs = "".join(
-            f"<p>{_sentence(rng, 18)}, said the <em>{rng.choice(_WORDS)}</em> &mdash; "
-            f'caf&eacute; <a href="/more/{n}?ref=rss">{rng.choice(_WORDS)}</a>.</p>'
+            f"<p>{sentence(rng, 18)}, said the <em>{rng.choice(WORDS)}</em> &mdash; "
+            f'caf&eacute; <a href="/more/{n}?ref=rss">{rng.choice(WORDS)}</a>.</p>'
             for _ in range(2)
         )
-        html = f'<img src="/img/{n}.jpg" alt="{rng.choice(_WORDS)}"/>{paragraphs}'
+        html = f'<img src="/img/{n}.jpg" alt="{rng.choice(WORDS)}"/>{paragraphs}'
         cats = rng.sample(_CATEGORIES, rng.randint(1, 3))
         when = _BASE - timedelta(minutes=37 * n + i % 60)
         link = f"{site}/2026/11/{n}/story?utm_source=rss&amp;utm_medium=feed"

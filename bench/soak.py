@@ -44,14 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from newstext import WORDS, sentence  # noqa: E402
+
 SIM_START = datetime(2026, 11, 24, 6, 0, tzinfo=UTC).timestamp()
 PERIODS = ((300, 0.1), (1800, 0.3), (7200, 0.4), (43200, 0.2))  # seconds, share of feeds
-WORDS = (
-    "minister council budget election storm flood coast power market shares bank rates "
-    "inflation striker goal league club season museum gallery exhibition chip court judge "
-    "ruling hospital doctors strike vaccine climate emissions railway airport border talks "
-    "treaty summit embassy sanctions ambassador diplomats village housing energy school"
-).split()
 
 
 def make_clock(real_start: float, speed: float) -> Callable[[], datetime]:
@@ -111,14 +107,14 @@ def run_feeds(state: dict[str, float | int | str]) -> None:
         ]
         for k in range(version, version - items, -1):
             rng = random.Random(n * 1_000_003 + k)
-            title = " ".join(rng.choice(WORDS) for _ in range(7)).capitalize()
+            title = sentence(rng, 7)
             when = datetime.fromtimestamp(k * period - phase, UTC)
             parts.append(
                 f"<item><title>{title} ({n}/{k})</title><guid>urn:soak:{n}:{k}</guid>"
                 f"<link>https://site{n % 400}.example/{n}/{k}</link>"
                 f"<pubDate>{format_datetime(when)}</pubDate>"
                 f"<category>{rng.choice(WORDS)}</category>"
-                f"<description>&lt;p&gt;{title}. {' '.join(rng.choices(WORDS, k=40))}"
+                f"<description>&lt;p&gt;{title}. {sentence(rng, 40)}"
                 "&lt;/p&gt;</description></item>"
             )
         parts.append("</channel></rss>")
