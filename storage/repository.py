@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,6 +66,12 @@ from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, 
 from .stories import story_page
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite's own checkpoints copy back only the pages no reader still sees, and the WAL
+# starts over only when no reader is using it: with readers that overlap without a gap
+# (a web process under load, other pollers) it never does, and the file grows by every
+# write (a gigabyte in bench/soak.py's half hour). Past this size a writer checkpoints it
+# in full, waiting for the readers of older snapshots, and truncates it.
+WAL_RESTART_BYTES = 64 << 20
 PG_CONNECT_TIMEOUT_S = 10
 MIGRATION_LOCK = 0x61676772  # any constant; the same in every process (b'aggr')
 
@@ -88,8 +96,17 @@ def _state(row: FeedRow) -> FeedState:
     )
 
 
+log = logging.getLogger(__name__)
+
+
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not _is_sqlite(url) or "///" not in url or ":memory:" in url:
+        return None
+    return Path(url.split("///", 1)[1].split("?", 1)[0])
 
 
 def make_engine(url: str, *, immediate: bool = False) -> Engine:
@@ -99,8 +116,9 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
         # connect_timeout: an unreachable server fails a request, it does not hang it.
         args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
         return create_engine(url, pool_pre_ping=True, connect_args=args)
-    if "///" in url and ":memory:" not in url:
-        Path(url.split("///", 1)[1].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+    file = _sqlite_file(url)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -160,6 +178,8 @@ class Repository:
         self._write_session = sessionmaker(self._write, expire_on_commit=False)
         # SQLite has one writer; queueing in-process is cheaper than spinning on the lock.
         self._write_lock = threading.Lock() if _is_sqlite(url) else None
+        file = _sqlite_file(url)
+        self._wal = file.with_name(file.name + "-wal") if file is not None else None
         # Bumped after this process commits a change to published content: the web layer
         # of the same process then re-reads the content version at once, not after its TTL.
         self.local_changes = 0
@@ -187,11 +207,32 @@ class Repository:
         try:
             with self._write_session.begin() as s:
                 yield s
+            self._restart_wal()
         except SQLAlchemyError as e:
             raise StorageError(f"database write failed: {e}") from e
         finally:
             if lock:
                 lock.release()
+
+    def _restart_wal(self) -> None:
+        """Checkpoint and truncate the WAL once it is past ``WAL_RESTART_BYTES``."""
+        try:
+            if self._wal is None or self._wal.stat().st_size <= WAL_RESTART_BYTES:
+                return
+        except OSError:
+            return
+        raw = self._write.raw_connection()
+        try:
+            # Readers that start meanwhile read the database file, not the WAL, so this
+            # waits only for the snapshots already open (within the busy timeout).
+            busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.warning("WAL checkpoint gave way to a long reader; retried on a later save")
+        except sqlite3.Error as e:
+            # The save is committed; a missed checkpoint is retried by the next one.
+            log.warning("WAL checkpoint failed (retried on a later save): %s", e)
+        finally:
+            raw.close()
 
     # -- health ---------------------------------------------------------------------------
 

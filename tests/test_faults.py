@@ -12,15 +12,20 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
 from live import running, spawn
 from pg import PostgresCluster, _free_port
 
-from storage import open_repository
+from aggregator.pipeline import ingest
+from aggregator.service import Aggregator
+from aggregator.types import Fetched
+from storage import open_repository, repository
 
 SITE = "https://desk{}.example.org"
 
@@ -224,3 +229,66 @@ def test_a_web_process_reads_sqlite_while_a_poller_writes(
                 assert repo.count_entries() == 1600
             finally:
                 repo.close()
+
+
+def test_the_wal_is_restarted_while_readers_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers that overlap without a gap (a web process under load, other pollers) starve
+    SQLite's own checkpoints, which copy back only what no reader still sees and never
+    restart the WAL: it grew by every write, to a gigabyte in bench/soak.py's half hour.
+    A writer that finds the WAL past the limit checkpoints it fully and truncates it."""
+    monkeypatch.setattr(repository, "WAL_RESTART_BYTES", 2 << 20, raising=False)
+    path = tmp_path / "store.db"
+    wal = tmp_path / "store.db-wal"
+    bodies = {
+        f"https://wal{i}.example.org/feed.rss": rss(
+            news_items(30, site=f"https://wal{i}.example.org", start=i * 100),
+            site=f"https://wal{i}.example.org",
+        )
+        for i in range(40)
+    }
+    config = tmp_path / "feeds.yaml"
+    config.write_text(config_yaml([{"url": u} for u in bodies], database_url=f"sqlite:///{path}"))
+    agg = Aggregator.from_file(config)
+    stop = threading.Event()
+    reads = [0]
+
+    def reader(offset: float) -> None:
+        # Each reader holds a snapshot for 20 ms; the two are out of step, so at every
+        # instant one of them is inside a read transaction.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        time.sleep(offset)
+        while not stop.is_set():
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM entries").fetchone()
+            time.sleep(0.02)
+            conn.execute("COMMIT")
+            reads[0] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=reader, args=(d,)) for d in (0.0, 0.01)]
+    for t in threads:
+        t.start()
+    largest = 0
+    try:
+        now = datetime.now(UTC)
+        for url, body in bodies.items():
+            fetched = Fetched(
+                url, url, 200, body, {"content-type": "application/rss+xml"}, None, None, 0
+            )
+            assert (
+                ingest(agg.repo, agg.tagger, url, (), fetched, now, timedelta(hours=1)).status
+                == "ok"
+            )
+            largest = max(largest, wal.stat().st_size)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        agg.close()
+    written = sum(len(b) for b in bodies.values())
+    assert reads[0] > 50, "the readers did not overlap the writes; the test proved nothing"
+    # Without the restart the WAL holds every page written (several times the feeds' size).
+    assert largest < (2 << 20) + 4 * written // len(bodies) + (1 << 20), (largest, written)
+    assert open_repository(f"sqlite:///{path}").count_entries() == 40 * 30
