@@ -84,6 +84,7 @@ class ClaimLoop:
         self._retry_at: datetime | None = None
         self._renewed_at: datetime | None = None
         self._more_waiting = False
+        self._stopping = False
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self._leases = ThreadPoolExecutor(1, thread_name_prefix="leases")
@@ -111,7 +112,7 @@ class ClaimLoop:
 
     async def tick(self) -> list[str]:
         """Claim what this worker has room for and start polling it; the URLs claimed."""
-        if self._lock.locked():
+        if self._stopping or self._lock.locked():
             return []
         async with self._lock:
             now = self.clock()
@@ -172,7 +173,7 @@ class ClaimLoop:
             log.exception("poll crashed feed=%s", url)
         finally:
             self.in_flight.pop(url, None)
-            if self._more_waiting:
+            if self._more_waiting and not self._stopping:
                 # Do not leave a slot idle until the next tick while feeds are due.
                 asyncio.get_running_loop().create_task(self.tick())
 
@@ -183,10 +184,13 @@ class ClaimLoop:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; let running polls finish for ``grace`` s, give back the rest."""
+        self._stopping = True
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self._scheduler = None
-        self._more_waiting = False
+        # A tick in progress may still be claiming: its polls are ours to finish or give back.
+        async with self._lock:
+            pass
         tasks = list(self.in_flight.values())
         if tasks:
             await asyncio.wait(tasks, timeout=grace)

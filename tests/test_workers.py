@@ -147,6 +147,57 @@ def test_renewals_do_not_wait_behind_the_polls_store_work(db_url: str) -> None:
         repo.close()
 
 
+def test_a_worker_stopped_during_a_claim_starts_nothing_after_it(db_url: str) -> None:
+    """A stop that lands while a tick is claiming: that tick's polls are finished inside the
+    stop, and nothing claims afterwards (a late tick found the lease thread shut down and
+    its error went unretrieved, once per finished poll, at every worker shutdown)."""
+    import gc
+    import threading
+
+    repo = open_repository(db_url)
+    clock = [NOW]
+    release = asyncio.Event()
+    release.set()  # polls finish at once
+    gate = threading.Event()
+    claim = repo.claim_due_feeds
+
+    def slow_claim(*args: object) -> list[str]:
+        gate.wait(10)
+        return claim(*args)  # type: ignore[arg-type]
+
+    try:
+        urls = _feeds(repo, 4)
+        repo.claim_due_feeds = slow_claim  # type: ignore[method-assign]
+
+        async def run() -> None:
+            errors: list[dict[str, object]] = []
+            asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+            busy = _busy_worker(repo, clock, release)
+            ticking = asyncio.create_task(busy.tick())
+            await asyncio.sleep(0.2)  # the tick waits inside its claim
+            stopping = asyncio.create_task(busy.stop())
+            await asyncio.sleep(0.2)
+            gate.set()
+            await stopping
+            polled.extend(await ticking)
+            assert len(polled) == 2  # capacity 2: two of the four claimed, and polled
+            assert not busy.in_flight
+            await asyncio.sleep(0.2)
+            gc.collect()
+            assert errors == []
+            assert await busy.tick() == []
+
+        polled: list[str] = []
+        asyncio.run(run())
+        # No late tick claimed the other two (these fake polls save nothing: the two polled
+        # keep their leases).
+        assert sorted(repo.claim_due_feeds("other", NOW, LEASE, 100)) == sorted(
+            set(urls) - set(polled)
+        )
+    finally:
+        repo.close()
+
+
 def test_disabled_feeds_are_never_claimed(db_url: str) -> None:
     repo = open_repository(db_url)
     try:
