@@ -89,10 +89,15 @@ def insert_many(
         return
     conn = s.connection()
     quote = conn.dialect.identifier_preparer
-    mark = _mark(s)
-    sql = (
+    head = (
         f"INSERT INTO {quote.format_table(table)} "
         f"({', '.join(quote.format_column(c) for c in columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
     )
-    conn.exec_driver_sql(sql, list(rows))
+    if conn.dialect.name == "postgresql":
+        # One statement with a column array each: an executemany is one statement per
+        # row for the server to run, and psycopg adapts each row's values on its own.
+        arrays = ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in columns)
+        by_column = tuple(list(col) for col in zip(*rows, strict=True))
+        conn.exec_driver_sql(f"{head}SELECT * FROM unnest({arrays})", by_column)
+        return
+    conn.exec_driver_sql(f"{head}VALUES ({', '.join([_mark(s)] * len(columns))})", list(rows))
