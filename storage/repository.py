@@ -227,7 +227,9 @@ class Repository:
             # waits only for the snapshots already open (within the busy timeout).
             busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
-                log.warning("WAL checkpoint gave way to a long reader; retried on a later save")
+                # Another process was checkpointing (its automatic one after a commit), or
+                # a reader outlasted the busy timeout: the next save past the limit retries.
+                log.debug("WAL checkpoint incomplete; retried on a later save")
         except sqlite3.Error as e:
             # The save is committed; a missed checkpoint is retried by the next one.
             log.warning("WAL checkpoint failed (retried on a later save): %s", e)
