@@ -13,9 +13,10 @@ binds them in C.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Table
+from sqlalchemy import Column, Connection, Table
 from sqlalchemy.orm import Session
 
 
@@ -73,6 +74,11 @@ def select_in(
             f"{quote.format_column(col)} >= {mark} AND {quote.format_column(col)} <= {mark} AND "
         )
         bounds = (lo, hi)
+    if conn.dialect.name == "postgresql":
+        # One array for all the keys: the same rows as IN lists (the index is probed for
+        # each element), without a parameter per key for psycopg to adapt.
+        sql = f"{head}{quote.format_column(key)} = ANY({mark}::{_array_type(conn, key)})"
+        return [tuple(row) for row in conn.exec_driver_sql(sql, (*bounds, _pg_array(values)))]
     out: list[tuple[Any, ...]] = []
     for i in range(0, len(values), chunk):
         part = tuple(values[i : i + chunk])
@@ -96,8 +102,30 @@ def insert_many(
     if conn.dialect.name == "postgresql":
         # One statement with a column array each: an executemany is one statement per
         # row for the server to run, and psycopg adapts each row's values on its own.
-        arrays = ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in columns)
-        by_column = tuple(list(col) for col in zip(*rows, strict=True))
+        arrays = ", ".join(f"%s::{_array_type(conn, c)}" for c in columns)
+        by_column = tuple(_pg_array(list(col)) for col in zip(*rows, strict=True))
         conn.exec_driver_sql(f"{head}SELECT * FROM unnest({arrays})", by_column)
         return
     conn.exec_driver_sql(f"{head}VALUES ({', '.join([_mark(s)] * len(columns))})", list(rows))
+
+
+def _array_type(conn: Connection, column: Column[Any]) -> str:
+    return f"{column.type.compile(dialect=conn.dialect)}[]"
+
+
+def _pg_array(values: Sequence[Any]) -> Any:
+    """Integers or aware datetimes as one PostgreSQL array literal; anything else as is.
+
+    psycopg adapts a list element by element in Python: about 1 µs an integer and 4 µs a
+    datetime, 5 ms for a poll's bucket rows. The literal is one string, parsed by the
+    server; an entry's rows share a date, so each distinct one is written once.
+    """
+    if all(type(v) is int for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    if all(type(v) is datetime and v.tzinfo is not None for v in values):
+        text: dict[datetime, str] = {}
+        for v in values:
+            if v not in text:
+                text[v] = f'"{v.isoformat()}"'
+        return "{" + ",".join([text[v] for v in values]) + "}"
+    return list(values)
