@@ -41,6 +41,7 @@ from storage import Repository, open_repository
 
 from . import discover, feeds_file, logs, opml, retention
 from .admin_stories import story_uid
+from .arenas import limit_malloc_arenas
 from .config import Config, database_url, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
 from .explain import explain
@@ -867,6 +868,7 @@ def stories_split(
 
 
 def main() -> None:
+    limit_malloc_arenas()
     app()
 
 
@@ -874,4 +876,5 @@ def serve_main(argv: list[str] | None = None) -> None:
     """``python serve.py [options]`` is ``aggregator serve [options]``."""
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    limit_malloc_arenas()
     app(["serve", *args])

@@ -20,7 +20,9 @@ every process (each computes it from the shared start instant), so 30 simulated 
 Prints: polls by outcome, items ingested per real second, poll duration p50/p99 (the
 metrics histogram), queue lag (sampled every real second from the store: max, p99, and
 over the second half), read requests/s and p99, and each process's memory (RSS) after the
-first tenth of the run and at the end, with the growth (target: within 10%).
+first tenth of the run and at the end, with the growth (target: within 10%). The worker
+and web processes cap their malloc arenas as the ``aggregator`` CLI does
+(aggregator/arenas.py).
 """
 
 from __future__ import annotations
@@ -268,6 +270,10 @@ def main() -> None:
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role:
+        from aggregator.arenas import limit_malloc_arenas
+
+        if args.role != "feeds":
+            limit_malloc_arenas()  # as the aggregator CLI does for its processes
         state = json.loads(Path(args.state).read_text())
         {"feeds": run_feeds, "worker": run_worker, "web": run_web}[args.role](state)
         return
