@@ -72,6 +72,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # write (a gigabyte in bench/soak.py's half hour). Past this size a writer checkpoints it
 # in full, waiting for the readers of older snapshots, and truncates it.
 WAL_RESTART_BYTES = 64 << 20
+WAL_CHECKPOINT_WAIT_MS = 200
 PG_CONNECT_TIMEOUT_S = 10
 MIGRATION_LOCK = 0x61676772  # any constant; the same in every process (b'aggr')
 
@@ -222,10 +223,13 @@ class Repository:
         except OSError:
             return
         raw = self._write.raw_connection()
+        cur = raw.cursor()
         try:
-            # Readers that start meanwhile read the database file, not the WAL, so this
-            # waits only for the snapshots already open (within the busy timeout).
-            busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # It holds the write lock while it waits for readers: a short wait, then give
+            # way and let a later save try again, rather than stall every writer.
+            cur.execute(f"PRAGMA busy_timeout={WAL_CHECKPOINT_WAIT_MS}")
+            busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             if busy:
                 # Another process was checkpointing (its automatic one after a commit), or
                 # a reader outlasted the busy timeout: the next save past the limit retries.
@@ -233,6 +237,7 @@ class Repository:
         except sqlite3.Error as e:
             # The save is committed; a missed checkpoint is retried by the next one.
             log.warning("WAL checkpoint failed (retried on a later save): %s", e)
+            raw.invalidate()  # its busy timeout may be the short one
         finally:
             raw.close()
 
