@@ -69,8 +69,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # SQLite's own checkpoints copy back only the pages no reader still sees, and the WAL
 # starts over only when no reader is using it: with readers that overlap without a gap
 # (a web process under load, other pollers) it never does, and the file grows by every
-# write (a gigabyte in bench/soak.py's half hour). Past this size a writer checkpoints it
-# in full, waiting for the readers of older snapshots, and truncates it.
+# write (a gigabyte in three minutes of bench/soak.py). Past this size a writer checkpoints
+# it in full and truncates it, waiting at most WAL_CHECKPOINT_WAIT_MS for readers.
 WAL_RESTART_BYTES = 64 << 20
 WAL_CHECKPOINT_WAIT_MS = 200
 PG_CONNECT_TIMEOUT_S = 10
