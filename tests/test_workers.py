@@ -7,11 +7,14 @@ that counts the requests per feed and how many of them ever ran at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,114 +91,121 @@ def _busy_worker(repo: Repository, clock: list[datetime], release: asyncio.Event
     )
 
 
-def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str) -> None:
-    """Polls stuck behind the per-host limit outlive a lease: the live worker keeps them."""
+Scenario = Callable[
+    [Repository, ClaimLoop, list[datetime], asyncio.Event, list[str]], Awaitable[None]
+]
+
+
+def _with_busy_worker(db_url: str, feeds: int, scenario: Scenario) -> None:
+    """Run ``scenario(repo, worker, clock, release, urls)`` with ``feeds`` feeds due."""
     repo = open_repository(db_url)
     clock = [NOW]
     release = asyncio.Event()
     try:
-        urls = _feeds(repo, 2)
+        urls = _feeds(repo, feeds)
 
         async def run() -> None:
-            busy = _busy_worker(repo, clock, release)
-            assert sorted(await busy.tick()) == sorted(urls)
-            for _ in range(12):  # an hour of ticks, two minutes apart, the polls still waiting
-                clock[0] += timedelta(minutes=2)
-                await busy.tick()
-                assert repo.claim_due_feeds("other", clock[0], LEASE, 100) == []
-            # The busy worker dies: no more renewals, and its feeds go after one lease.
-            clock[0] += LEASE + timedelta(seconds=1)
-            assert sorted(repo.claim_due_feeds("other", clock[0], LEASE, 100)) == sorted(urls)
-            release.set()
-            await busy.drain()
-            await busy.stop()
+            await scenario(repo, _busy_worker(repo, clock, release), clock, release, urls)
 
         asyncio.run(run())
     finally:
         repo.close()
+
+
+def test_a_busy_worker_renews_its_leases_and_only_a_dead_ones_lapse(db_url: str) -> None:
+    """Polls stuck behind the per-host limit outlive a lease: the live worker keeps them."""
+
+    async def scenario(
+        repo: Repository,
+        busy: ClaimLoop,
+        clock: list[datetime],
+        release: asyncio.Event,
+        urls: list[str],
+    ) -> None:
+        assert sorted(await busy.tick()) == sorted(urls)
+        for _ in range(12):  # an hour of ticks, two minutes apart, the polls still waiting
+            clock[0] += timedelta(minutes=2)
+            await busy.tick()
+            assert repo.claim_due_feeds("other", clock[0], LEASE, 100) == []
+        # The busy worker dies: no more renewals, and its feeds go after one lease.
+        clock[0] += LEASE + timedelta(seconds=1)
+        assert sorted(repo.claim_due_feeds("other", clock[0], LEASE, 100)) == sorted(urls)
+        release.set()
+        await busy.drain()
+        await busy.stop()
+
+    _with_busy_worker(db_url, 2, scenario)
 
 
 def test_renewals_do_not_wait_behind_the_polls_store_work(db_url: str) -> None:
     """Every thread of the shared pool busy (polls saving): leases are renewed all the same."""
-    import threading
 
-    repo = open_repository(db_url)
-    clock = [NOW]
-    release = asyncio.Event()
-    try:
-        urls = _feeds(repo, 2)
+    async def scenario(
+        repo: Repository,
+        busy: ClaimLoop,
+        clock: list[datetime],
+        release: asyncio.Event,
+        urls: list[str],
+    ) -> None:
+        assert sorted(await busy.tick()) == sorted(urls)
+        gate = threading.Event()
+        blockers = [asyncio.create_task(asyncio.to_thread(gate.wait)) for _ in range(64)]
+        await asyncio.sleep(0.1)
+        try:
+            clock[0] += LEASE / 2
+            await asyncio.wait_for(busy.tick(), timeout=10)
+        finally:
+            gate.set()
+            await asyncio.gather(*blockers)
+        assert {lease.until for lease in repo.leases()} == {clock[0] + LEASE}
+        release.set()
+        await busy.drain()
+        await busy.stop()
 
-        async def run() -> None:
-            busy = _busy_worker(repo, clock, release)
-            assert sorted(await busy.tick()) == sorted(urls)
-            gate = threading.Event()
-            blockers = [asyncio.create_task(asyncio.to_thread(gate.wait)) for _ in range(64)]
-            await asyncio.sleep(0.1)
-            try:
-                clock[0] += LEASE / 2
-                await asyncio.wait_for(busy.tick(), timeout=10)
-            finally:
-                gate.set()
-                await asyncio.gather(*blockers)
-            assert {lease.until for lease in repo.leases()} == {clock[0] + LEASE}
-            release.set()
-            await busy.drain()
-            await busy.stop()
-
-        asyncio.run(run())
-    finally:
-        repo.close()
+    _with_busy_worker(db_url, 2, scenario)
 
 
 def test_a_worker_stopped_during_a_claim_starts_nothing_after_it(db_url: str) -> None:
     """A stop that lands while a tick is claiming: that tick's polls are finished inside the
     stop, and nothing claims afterwards (a late tick found the lease thread shut down and
     its error went unretrieved, once per finished poll, at every worker shutdown)."""
-    import gc
-    import threading
 
-    repo = open_repository(db_url)
-    clock = [NOW]
-    release = asyncio.Event()
-    release.set()  # polls finish at once
-    gate = threading.Event()
-    claim = repo.claim_due_feeds
+    async def scenario(
+        repo: Repository,
+        busy: ClaimLoop,
+        clock: list[datetime],
+        release: asyncio.Event,
+        urls: list[str],
+    ) -> None:
+        release.set()  # polls finish at once
+        gate = threading.Event()
+        claim = repo.claim_due_feeds
 
-    def slow_claim(*args: object) -> list[str]:
-        gate.wait(10)
-        return claim(*args)  # type: ignore[arg-type]
+        def slow_claim(*args: object) -> list[str]:
+            gate.wait(10)
+            return claim(*args)  # type: ignore[arg-type]
 
-    try:
-        urls = _feeds(repo, 4)
         repo.claim_due_feeds = slow_claim  # type: ignore[method-assign]
-
-        async def run() -> None:
-            errors: list[dict[str, object]] = []
-            asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
-            busy = _busy_worker(repo, clock, release)
-            ticking = asyncio.create_task(busy.tick())
-            await asyncio.sleep(0.2)  # the tick waits inside its claim
-            stopping = asyncio.create_task(busy.stop())
-            await asyncio.sleep(0.2)
-            gate.set()
-            await stopping
-            polled.extend(await ticking)
-            assert len(polled) == 2  # capacity 2: two of the four claimed, and polled
-            assert not busy.in_flight
-            await asyncio.sleep(0.2)
-            gc.collect()
-            assert errors == []
-            assert await busy.tick() == []
-
-        polled: list[str] = []
-        asyncio.run(run())
+        errors: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+        ticking = asyncio.create_task(busy.tick())
+        await asyncio.sleep(0.2)  # the tick waits inside its claim
+        stopping = asyncio.create_task(busy.stop())
+        await asyncio.sleep(0.2)
+        gate.set()
+        await stopping
+        polled = await ticking
+        assert len(polled) == 2  # capacity 2: two of the four claimed, and polled
+        assert not busy.in_flight
+        await asyncio.sleep(0.2)
+        gc.collect()
+        assert errors == []
+        assert await busy.tick() == []
         # No late tick claimed the other two (these fake polls save nothing: the two polled
         # keep their leases).
-        assert sorted(repo.claim_due_feeds("other", NOW, LEASE, 100)) == sorted(
-            set(urls) - set(polled)
-        )
-    finally:
-        repo.close()
+        assert sorted(claim("other", NOW, LEASE, 100)) == sorted(set(urls) - set(polled))
+
+    _with_busy_worker(db_url, 4, scenario)
 
 
 def test_disabled_feeds_are_never_claimed(db_url: str) -> None:
