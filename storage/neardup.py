@@ -13,6 +13,7 @@ from array import array
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select
@@ -69,12 +70,8 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
         rows += [(eid, b, published) for b in dict.fromkeys(fp.buckets)]
     # In bucket order, the order of the (bucket, published) index: the keys are random,
     # and inserting them sorted walks that index once instead of jumping about it.
-    rows.sort(key=_bucket_of)
+    rows.sort(key=itemgetter(1))
     bulk.insert_many(s, table, cols, rows)
-
-
-def _bucket_of(row: tuple[int, int, object]) -> int:
-    return row[1]
 
 
 def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
