@@ -210,10 +210,13 @@ def serve(
         f"({'not polling' if no_poll else f'polling {len(agg.enabled_feeds())} feeds'}"
         f"{f', {processes} processes' if processes > 1 else ''})"
     )
+    from .hot_protocol import HotHttpProtocol
+
     run = functools.partial(
         uvicorn.run,
         host=host,
         port=port,
+        http=HotHttpProtocol,
         log_level="info" if verbose else "warning",
         access_log=False,
         # uvicorn's own lines go through our root handlers: one format, secrets masked.

@@ -14,7 +14,7 @@ whose feed handler renders, answers and :meth:`HotTable.remember`\\s it for next
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
@@ -110,8 +110,16 @@ class _Hot(NamedTuple):
     etags: tuple[bytes, bytes]  # [gzip]
 
 
-def _key(scope: MutableMapping[str, Any], host: bytes) -> tuple[str, bytes, bytes, str]:
-    return (scope["path"], scope.get("query_string", b""), host, scope.get("root_path", ""))
+def _key(scope: Mapping[str, Any], host: bytes) -> tuple[str, bytes, bytes, str, str]:
+    # Self links hold scheme, host and root path: an https reader behind a proxy and an
+    # http one on the same host get different renderings.
+    return (
+        scope["path"],
+        scope.get("query_string", b""),
+        host,
+        scope.get("root_path", ""),
+        scope.get("scheme", "http"),
+    )
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], *names: bytes) -> dict[bytes, bytes]:
@@ -138,7 +146,7 @@ class HotTable:
     def __init__(self, versions: ContentVersion, config_id: Callable[[], int]) -> None:
         self._versions = versions
         self._config_id = config_id
-        self._table: dict[tuple[str, bytes, bytes, str], _Hot] = {}
+        self._table: dict[tuple[str, bytes, bytes, str, str], _Hot] = {}
         self._gzip: dict[bytes, bool] = {}  # Accept-Encoding value -> accepts gzip
 
     def remember(self, scope: MutableMapping[str, Any], rendered: Rendered, minute: int) -> None:
@@ -147,7 +155,7 @@ class HotTable:
             self._table.clear()  # rebuilt by the next requests; cheaper than LRU upkeep
         self._table[_key(scope, host)] = _hot(rendered, minute, self._config_id())
 
-    def _current(self, scope: MutableMapping[str, Any], host: bytes) -> _Hot | None:
+    def _current(self, scope: Mapping[str, Any], host: bytes) -> _Hot | None:
         hot = self._table.get(_key(scope, host))
         if (
             hot is None
@@ -167,7 +175,7 @@ class HotTable:
             known = self._gzip[value] = accepts_gzip(value.decode("latin-1"))
         return known
 
-    def answer(self, scope: MutableMapping[str, Any]) -> Answer | None:
+    def answer(self, scope: Mapping[str, Any]) -> Answer | None:
         """What a GET gets when its URL's rendering is current, or None (route it).
 
         Byte for byte what :func:`answer` gives (``tests/test_web.py`` compares them);

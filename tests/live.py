@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from test_cli import free_port
 
+from aggregator.hot_protocol import HotHttpProtocol
 from aggregator.service import Aggregator
 from aggregator.types import PollResult
 from aggregator.web import create_app
@@ -30,7 +31,11 @@ def live_server(
     """Serve ``app`` (default ``create_app(agg)``) until the block ends; yields the base URL."""
     port = free_port()
     app = app or create_app(agg, poll=poll)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    # As `aggregator serve` runs it: repeat feed GETs answered by the protocol itself.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="error", access_log=False, http=HotHttpProtocol
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
