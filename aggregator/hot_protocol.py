@@ -16,6 +16,7 @@ tests/test_hot_protocol.py checks the answers byte for byte against the ASGI pat
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -55,6 +56,19 @@ class HotHttpProtocol(HttpToolsProtocol):
         self._blocks: dict[int, tuple[Answer, bytes]] = {}
         # uvicorn's Date and Server lines: a new list each second.
         self._defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+        # Keep-alive after our answers: one timer per idle spell, not one per request.
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._idle_since = None  # uvicorn's own timing applies until we answer again
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         self._answered = False
@@ -128,11 +142,28 @@ class HotHttpProtocol(HttpToolsProtocol):
             )
         )
         self._answered = True
+        self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()
+        else:
+            # uvicorn arms a timer per response and cancels it at the next request (about
+            # a tenth of a 304's time here); ours is re-armed only when it fires.
+            self._idle_since = self.loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle)
         metrics.observe_request(path, "GET", a.status, time.perf_counter() - t0)
         return True
+
+    def _idle(self) -> None:
+        """Close the connection once idle for uvicorn's keep-alive timeout since our answer."""
+        self._idle_timer = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # a request came since: the next answer, ours or uvicorn's, times it
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle)
+        else:
+            self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         if not self._answered:

@@ -53,16 +53,22 @@ class _AsgiRefuses:
 
 
 @contextmanager
-def _serve(app: Any, protocol: Any = HotHttpProtocol) -> Iterator[int]:
-    with _server(app, protocol) as server:
+def _serve(app: Any, protocol: Any = HotHttpProtocol, **options: Any) -> Iterator[int]:
+    with _server(app, protocol, **options) as server:
         yield server.config.port
 
 
 @contextmanager
-def _server(app: Any, protocol: Any = HotHttpProtocol) -> Iterator[uvicorn.Server]:
+def _server(app: Any, protocol: Any = HotHttpProtocol, **options: Any) -> Iterator[uvicorn.Server]:
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="error", access_log=False, http=protocol
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        access_log=False,
+        http=protocol,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -228,3 +234,29 @@ def test_a_client_that_does_not_read_cannot_fill_our_memory(agg: Aggregator) -> 
             )
     # Unbounded, it would hold every answer: 3,000 x 23 KB = 69 MB.
     assert buffered < 4_000_000, f"{buffered:,} bytes waiting for a client that never reads"
+
+
+def test_keep_alive_times_out_after_our_answers_not_before(agg: Aggregator) -> None:  # noqa: F811
+    """uvicorn's keep-alive timeout (1 s here) counts from the last answer, ours or its own."""
+    wrapped = _AsgiRefuses(create_app(agg, poll=False))
+    with _serve(wrapped, timeout_keep_alive=1) as port:
+        _exchange(port, _request())
+        wrapped.refuse = True
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for _ in range(4):  # 2.4 s in all, never 1 s idle: stays open
+                sock.sendall(_request())
+                assert _read_responses(sock, 1)[0][0] == 200
+                time.sleep(0.6)
+            started = time.monotonic()
+            sock.settimeout(5)
+            assert sock.recv(1) == b""  # then closed, about 1 s after the last answer
+            assert 0.2 < time.monotonic() - started < 2.5
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(_request("/healthz"))  # uvicorn's path, then ours, then idle
+            assert _read_responses(sock, 1)[0][0] == 503
+            sock.sendall(_request())
+            assert _read_responses(sock, 1)[0][0] == 200
+            started = time.monotonic()
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+            assert time.monotonic() - started < 2.5
