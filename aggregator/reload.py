@@ -173,11 +173,12 @@ class Reloader:
                 # Loading the classifier takes seconds: not on the event loop.
                 tagger = await asyncio.to_thread(Tagger.from_config, new)
             await asyncio.to_thread(agg.repo.sync_feeds, [agg.spec(f) for f in new.feeds])
-            agg.config, agg.tagger = new, tagger
+            # The error goes with the config it was about, before the next await: no one
+            # sees the new config beside the old error (tests/test_reload.py caught that).
+            agg.config, agg.tagger, agg.last_config_error = new, tagger, None
             agg.repo.preferred_sources = new.dedup.preferred_sources
             agg.refresh_context(tagger, rebuild=change.context)
             await self._reschedule(agg)
-            agg.last_config_error = None
             if change.restart:
                 log.warning(
                     "feeds.yaml: %s changed; that takes effect at the next restart",
