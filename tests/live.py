@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,11 +30,24 @@ def live_server(
     agg: Aggregator, *, poll: bool = False, app: Starlette | None = None
 ) -> Iterator[str]:
     """Serve ``app`` (default ``create_app(agg)``) until the block ends; yields the base URL."""
-    port = free_port()
-    app = app or create_app(agg, poll=poll)
-    # As `aggregator serve` runs it: repeat feed GETs answered by the protocol itself.
+    with uvicorn_server(app or create_app(agg, poll=poll)) as server:
+        yield f"http://127.0.0.1:{server.config.port}"
+
+
+@contextmanager
+def uvicorn_server(
+    app: Any, protocol: Any = HotHttpProtocol, **options: Any
+) -> Iterator[uvicorn.Server]:
+    """uvicorn on a free 127.0.0.1 port in a thread, by default as `aggregator serve` runs
+    it (repeat feed GETs answered by the protocol itself); ``options`` go to its Config."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="error", access_log=False, http=HotHttpProtocol
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="error",
+        access_log=False,
+        http=protocol,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -44,7 +58,7 @@ def live_server(
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("the app did not start")
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.should_exit = True
         thread.join(10)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
-from test_cli import free_port
+from live import uvicorn_server
 from test_web import agg  # noqa: F401  (fixture: a store polled from four real feeds)
 
 from aggregator.feed_http import HotTable
@@ -54,34 +52,8 @@ class _AsgiRefuses:
 
 @contextmanager
 def _serve(app: Any, protocol: Any = HotHttpProtocol, **options: Any) -> Iterator[int]:
-    with _server(app, protocol, **options) as server:
+    with uvicorn_server(app, protocol, **options) as server:
         yield server.config.port
-
-
-@contextmanager
-def _server(app: Any, protocol: Any = HotHttpProtocol, **options: Any) -> Iterator[uvicorn.Server]:
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        access_log=False,
-        http=protocol,
-        **options,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        yield server
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _request(path: str = FEED, headers: dict[str, str] | None = None) -> bytes:
@@ -220,7 +192,7 @@ def test_a_client_that_does_not_read_cannot_fill_our_memory(agg: Aggregator) -> 
     """Thousands of pipelined GETs, never read: once the socket's write buffer is full,
     uvicorn's own path takes over and waits for the reader, so the buffer stays bounded."""
     requests = 3000
-    with _server(create_app(agg, poll=False)) as server:
+    with uvicorn_server(create_app(agg, poll=False)) as server:
         port = server.config.port
         _exchange(port, _request())  # warm: 23 KB answers from here on
         with socket.create_connection(("127.0.0.1", port)) as sock:
