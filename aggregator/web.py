@@ -194,7 +194,7 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         """Any feed view in any format, with filters, paging and conditional GET."""
         if fmt not in publish.FORMATS:
             raise HTTPException(404, f"unknown format {fmt!r}; use .rss, .atom or .json")
-        minute = int(time.time() // 60)
+        minute = hot.minute()
         query = parse_query(request.scope["query_string"], minute, id(agg.config))
         base = _base_url(agg, request)
         version = await versions.current()
@@ -258,9 +258,7 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         parts = urlsplit(url)
         try:
             view, fmt = view_at(parts.path)
-            query = parse_query(
-                parts.query.encode("latin-1"), int(time.time() // 60), id(agg.config)
-            )
+            query = parse_query(parts.query.encode("latin-1"), hot.minute(), id(agg.config))
         except (HTTPException, filters.FilterError, UnicodeEncodeError):
             return None  # the topic was removed from feeds.yaml: nothing to push
         base = f"{parts.scheme}://{parts.netloc}"

@@ -50,6 +50,15 @@ class _AsgiRefuses:
         await self.app(scope, receive, send)
 
 
+def _app(store: Aggregator) -> Any:
+    """The app with its minute pinned: a rendering is current only within its minute, and
+    a test that crossed a minute boundary would see its warm answers go stale."""
+    app = create_app(store, poll=False)
+    now = time.time()
+    app.hot.clock = lambda: now
+    return app
+
+
 @contextmanager
 def _serve(app: Any, protocol: Any = HotHttpProtocol, **options: Any) -> Iterator[int]:
     with uvicorn_server(app, protocol, **options) as server:
@@ -111,8 +120,8 @@ def _variants(etag: str, gz_etag: str, lm: str) -> list[bytes]:
 
 
 def test_the_protocol_gives_the_asgi_paths_answers_byte_for_byte(agg: Aggregator) -> None:  # noqa: F811
-    wrapped = _AsgiRefuses(create_app(agg, poll=False))
-    with _serve(wrapped) as port, _serve(create_app(agg, poll=False), protocol="httptools") as ref:
+    wrapped = _AsgiRefuses(_app(agg))
+    with _serve(wrapped) as port, _serve(_app(agg), protocol="httptools") as ref:
         warm = _exchange(port, _request(FEED, {"Accept-Encoding": "identity"}))[0]
         gz = _exchange(port, _request(FEED, {"Accept-Encoding": "gzip"}))[0]
         assert warm[0] == 200 and gz[0] == 200
@@ -132,7 +141,7 @@ def test_the_protocol_gives_the_asgi_paths_answers_byte_for_byte(agg: Aggregator
 
 
 def test_pipelined_requests_are_answered_in_order(agg: Aggregator) -> None:  # noqa: F811
-    app = create_app(agg, poll=False)
+    app = _app(agg)
     with _serve(app) as port:
         _exchange(port, _request())  # warm
         healthz = _request("/healthz")
@@ -149,7 +158,7 @@ def test_pipelined_requests_are_answered_in_order(agg: Aggregator) -> None:  # n
 
 
 def test_http_1_0_gets_connection_close(agg: Aggregator) -> None:  # noqa: F811
-    wrapped = _AsgiRefuses(create_app(agg, poll=False))
+    wrapped = _AsgiRefuses(_app(agg))
     with _serve(wrapped) as port:
         _exchange(port, _request())
         wrapped.refuse = True
@@ -162,7 +171,7 @@ def test_http_1_0_gets_connection_close(agg: Aggregator) -> None:  # noqa: F811
 
 
 def test_a_changed_store_is_never_answered_from_the_table(agg: Aggregator) -> None:  # noqa: F811
-    wrapped = _AsgiRefuses(create_app(agg, poll=False))
+    wrapped = _AsgiRefuses(_app(agg))
     with _serve(wrapped) as port:
         _exchange(port, _request())
         wrapped.refuse = True
@@ -176,7 +185,7 @@ def test_a_changed_store_is_never_answered_from_the_table(agg: Aggregator) -> No
 def test_a_trusted_proxys_scheme_keys_the_answer(agg: Aggregator, proto: str) -> None:  # noqa: F811
     """Behind a proxy on 127.0.0.1 (uvicorn's default trusted host), X-Forwarded-Proto
     sets the scheme of the self links; an answer for one scheme never serves the other."""
-    app = create_app(agg, poll=False)
+    app = _app(agg)
     with _serve(app) as port:
         other = "http" if proto == "https" else "https"
         first = _exchange(port, _request(FEED, {"X-Forwarded-Proto": proto}))[0]
@@ -192,7 +201,7 @@ def test_a_client_that_does_not_read_cannot_fill_our_memory(agg: Aggregator) -> 
     """Thousands of pipelined GETs, never read: once the socket's write buffer is full,
     uvicorn's own path takes over and waits for the reader, so the buffer stays bounded."""
     requests = 3000
-    with uvicorn_server(create_app(agg, poll=False)) as server:
+    with uvicorn_server(_app(agg)) as server:
         port = server.config.port
         _exchange(port, _request())  # warm: 23 KB answers from here on
         with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -210,7 +219,7 @@ def test_a_client_that_does_not_read_cannot_fill_our_memory(agg: Aggregator) -> 
 
 def test_keep_alive_times_out_after_our_answers_not_before(agg: Aggregator) -> None:  # noqa: F811
     """uvicorn's keep-alive timeout (1 s here) counts from the last answer, ours or its own."""
-    wrapped = _AsgiRefuses(create_app(agg, poll=False))
+    wrapped = _AsgiRefuses(_app(agg))
     with _serve(wrapped, timeout_keep_alive=1) as port:
         _exchange(port, _request())
         wrapped.refuse = True
