@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from typing import Any
 
@@ -81,11 +81,17 @@ def record_poll(result: PollResult, seconds: float, *, pushed: bool = False) -> 
         MERGES.inc(result.merged)
 
 
-def record_tags(intents: Iterable[EntryIntent]) -> None:
+def tag_counts(intents: Iterable[EntryIntent]) -> dict[str, int]:
+    """Entries per topic among ``intents``: what ``record_tags`` adds."""
     counts: dict[str, int] = {}
     for intent in intents:
         for tag in intent.tags:
             counts[tag.topic] = counts.get(tag.topic, 0) + 1
+    return counts
+
+
+def record_tags(counts: Mapping[str, int]) -> None:
+    """Add ``tag_counts`` of a poll (made in this process or an ingest worker)."""
     for topic, n in counts.items():
         TAGS.labels(topic).inc(n)
 

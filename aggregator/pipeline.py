@@ -27,14 +27,16 @@ and logged as one line. Nothing a feed does can raise out of ``poll_feed``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import httpx
 
@@ -90,11 +92,13 @@ class PollContext:
     policy: dedup.Policy = dedup.DEFAULT_POLICY
     timing: schedule.Policy = schedule.DEFAULT_POLICY
     subscriber: Subscriber | None = None  # WebSub: subscribe to the hubs feeds advertise
-    parsers: ParsePool | None = None  # parser processes; None: parse in a thread
+    # Ingest worker processes (parse, dedup, tag, save); None: in threads of this process.
+    parsers: ParsePool | None = None
     _semaphore: asyncio.Semaphore | None = None
     _hosts: HostLimiter | None = None
     _states: Batcher[str, FeedState | None] | None = None
     _not_modified: Batcher[tuple[str, PollSave], PollCounts] | None = None
+    _tagger_ref: tuple[Tagger, TaggerRef] | None = None
 
     @property
     def states(self) -> Batcher[str, FeedState | None]:
@@ -109,6 +113,13 @@ class PollContext:
         if self._not_modified is None:
             self._not_modified = Batcher(self.repo.save_not_modified)
         return self._not_modified
+
+    @property
+    def tagger_ref(self) -> TaggerRef:
+        """``tagger`` for ingest workers, pickled again only when a reload replaced it."""
+        if self._tagger_ref is None or self._tagger_ref[0] is not self.tagger:
+            self._tagger_ref = (self.tagger, tagger_ref(self.tagger))
+        return self._tagger_ref[1]
 
     @property
     def hosts(self) -> HostLimiter:
@@ -176,6 +187,15 @@ def ingest(
     )
 
 
+class Stored(NamedTuple):
+    """What storing one fetched body gave, and what the poller reports of it (where
+    ``store`` ran in an ingest worker, the poller logs and counts it: see ``report``)."""
+
+    result: PollResult
+    tag_counts: dict[str, int]  # entries saved per topic (the tags metric)
+    warnings: tuple[str, ...]  # the parser's, logged once
+
+
 def store(
     repo: Repository,
     tagger: Tagger,
@@ -190,6 +210,37 @@ def store(
     timing: schedule.Policy = schedule.DEFAULT_POLICY,
 ) -> PollResult:
     """Dedup against the store, tag and save what ``prepare`` made (in a worker thread)."""
+    stored = save(
+        repo,
+        tagger,
+        feed_url,
+        feed_tags,
+        fetched,
+        parsed,
+        planned,
+        started_at,
+        interval,
+        policy,
+        timing,
+    )
+    report(stored)
+    return stored.result
+
+
+def save(
+    repo: Repository,
+    tagger: Tagger,
+    feed_url: str,
+    feed_tags: Sequence[str],
+    fetched: Fetched,
+    parsed: ParsedFeed,
+    planned: Sequence[EntryIntent],
+    started_at: datetime,
+    interval: timedelta,
+    policy: dedup.Policy = dedup.DEFAULT_POLICY,
+    timing: schedule.Policy = schedule.DEFAULT_POLICY,
+) -> Stored:
+    """``store`` without the reporting: it may run in an ingest worker process."""
     body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
     intents = dedup.decide(planned, stored)
@@ -210,14 +261,13 @@ def store(
         hub=parsed.hints.hub,
         topic=parsed.hints.self_url,
     )
-    for warning in parsed.warnings:
-        log.info("parse warning feed=%s warning=%r", feed_url, warning)
+    saving = tuple(i for i in intents if i.action != "unchanged")
     counts = repo.save_poll(
         feed_url,
         PollSave(
             result=result,
             started_at=started_at,
-            intents=tuple(i for i in intents if i.action != "unchanged"),
+            intents=saving,
             etag=fetched.etag,
             last_modified=fetched.last_modified,
             feed_title=parsed.title or None,
@@ -234,8 +284,85 @@ def store(
             matcher=policy.story_matcher,
         ),
     )
-    metrics.record_tags(i for i in intents if i.action != "unchanged")
-    return result._replace(new=counts.new, updated=counts.updated, merged=counts.merged)
+    return Stored(
+        result._replace(new=counts.new, updated=counts.updated, merged=counts.merged),
+        metrics.tag_counts(saving),
+        tuple(parsed.warnings),
+    )
+
+
+def report(stored: Stored) -> None:
+    """Log the parser's warnings and count the tags of one stored body, in this process."""
+    for warning in stored.warnings:
+        log.info("parse warning feed=%s warning=%r", stored.result.feed_url, warning)
+    metrics.record_tags(stored.tag_counts)
+
+
+class TaggerRef(NamedTuple):
+    """A tagger as ingest workers get it: pickled once per tagger, unpickled once per
+    worker (``token`` says whether the worker's copy is still the poller's)."""
+
+    token: int
+    blob: bytes
+
+
+_tagger_tokens = itertools.count(1)
+
+
+def tagger_ref(tagger: Tagger) -> TaggerRef:
+    return TaggerRef(next(_tagger_tokens), pickle.dumps(tagger, pickle.HIGHEST_PROTOCOL))
+
+
+class IngestJob(NamedTuple):
+    """One fetched body for an ingest worker: everything ``ingest_job`` needs, picklable."""
+
+    database_url: str
+    tagger: TaggerRef
+    feed_url: str
+    feed_tags: tuple[str, ...]
+    fetched: Fetched
+    started_at: datetime
+    interval: timedelta
+    policy: dedup.Policy
+    timing: schedule.Policy
+
+
+class _Worker:
+    """What an ingest worker process keeps between jobs: its store connections, its
+    copy of the tagger."""
+
+    repos: ClassVar[dict[str, Repository]] = {}
+    tagger: ClassVar[tuple[int, Tagger] | None] = None
+
+
+def ingest_job(job: IngestJob) -> Stored:
+    """Parse, dedup, tag and save one body in an ingest worker process (``ParsePool``).
+
+    The worker writes to the store itself, through its own connections, so the poller
+    process is left with the network: storing costs more than parsing (bench/poll.py),
+    and done in the poller it held one core busy while the others waited. ParseError
+    and StorageError reach the poller, which records them as it does its own.
+    """
+    repo = _Worker.repos.get(job.database_url)
+    if repo is None:
+        repo = _Worker.repos[job.database_url] = Repository(job.database_url)
+    if _Worker.tagger is None or _Worker.tagger[0] != job.tagger.token:
+        _Worker.tagger = (job.tagger.token, pickle.loads(job.tagger.blob))
+    tagger = _Worker.tagger[1]
+    parsed, planned = prepare(job.fetched, job.feed_url, job.started_at, job.policy.tracking)
+    return save(
+        repo,
+        tagger,
+        job.feed_url,
+        job.feed_tags,
+        job.fetched,
+        parsed,
+        planned,
+        job.started_at,
+        job.interval,
+        job.policy,
+        job.timing,
+    )
 
 
 def _body_hints(parsed: ParsedFeed, now: datetime) -> schedule.Hints:
@@ -446,15 +573,30 @@ async def _poll(
         except FetchError as e:
             return await failed(str(e), e.status, retry_after=e.retry_after)
         _log_moved(feed_url, state, fetched.moved_to)
+        if ctx.parsers is not None:
+            job = IngestJob(
+                repo.url,
+                ctx.tagger_ref,
+                feed_url,
+                tuple(feed_tags),
+                fetched,
+                started_at,
+                interval,
+                ctx.policy,
+                timing,
+            )
+            try:
+                stored = await ctx.parsers.run(ingest_job, job)
+            except ParseError as e:
+                return await failed(str(e), fetched.status)
+            report(stored)
+            if stored.result.new or stored.result.updated:
+                repo.local_changes += 1  # the worker committed: this process's pages see it
+            return stored.result
         try:
-            if ctx.parsers is None:
-                parsed, planned = await asyncio.to_thread(
-                    prepare, fetched, feed_url, started_at, ctx.policy.tracking
-                )
-            else:
-                parsed, planned = await ctx.parsers.run(
-                    prepare, fetched, feed_url, started_at, ctx.policy.tracking
-                )
+            parsed, planned = await asyncio.to_thread(
+                prepare, fetched, feed_url, started_at, ctx.policy.tracking
+            )
         except ParseError as e:
             return await failed(str(e), fetched.status)
         return await asyncio.to_thread(

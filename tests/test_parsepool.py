@@ -1,4 +1,4 @@
-"""Parsing in parser processes: same results as in a thread; a dead worker costs one poll."""
+"""Ingest in worker processes: the same store as in a thread; a dead worker costs one poll."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from builders import config_yaml, news_items, rss
 from conftest import FeedServer
 from live import poll_all
+from prometheus_client import REGISTRY
 
+from aggregator.config import TopicConfig, TopicRules
 from aggregator.exceptions import ParseError
 from aggregator.parsepool import ParsePool
 from aggregator.service import Aggregator
@@ -26,35 +28,118 @@ def _die() -> None:
     os._exit(3)  # what a segfault in a C parser or the OOM killer looks like to the pool
 
 
-def make_agg(tmp_path: Path, name: str, urls: list[str], processes: int) -> Aggregator:
+def make_agg(
+    tmp_path: Path, name: str, urls: list[str], processes: int, db_url: str | None = None
+) -> Aggregator:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         config_yaml(
             [{"url": u} for u in urls],
-            database_url=f"sqlite:///{tmp_path}/{name}.db",
+            database_url=db_url or f"sqlite:///{tmp_path}/{name}.db",
             parse_processes=processes,
         )
     )
     return Aggregator.from_file(path)
 
 
-def test_parser_processes_store_what_a_thread_stores(
-    tmp_path: Path, feed_server: FeedServer
+def _stored(agg: Aggregator) -> tuple[set[tuple[str, str, str | None, tuple[str, ...]]], set]:  # type: ignore[type-arg]
+    """Every stored entry (feed, title, language, topics), and the stories as sets of
+    entries: which feed's entry started a story depends on which poll ends first."""
+    entries = agg.repo.entry_batch(0, 10_000)
+    stories: dict[str, set[tuple[str, str]]] = {}
+    for e in entries:
+        stories.setdefault(e.story_uid, set()).add((e.feed_url, e.entry.title))
+    return (
+        {
+            (e.feed_url, e.entry.title, e.language, tuple(sorted(t.topic for t in e.tags)))
+            for e in entries
+        },
+        {frozenset(members) for members in stories.values()},
+    )
+
+
+def _tags_metric() -> float:
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "aggregator_tags"
+        for s in m.samples
+        if s.name == "aggregator_tags_total"
+    )
+
+
+def test_ingest_workers_store_what_a_thread_stores(
+    tmp_path: Path, feed_server: FeedServer, db_url: str
 ) -> None:
+    """Two worker processes parse, dedup, tag and save (SQLite, PostgreSQL): the store ends
+    as a thread leaves it; the poller still logs, counts and sees the change."""
     urls = [feed_server.serve_file(path, name, content_type=ct) for path, name, ct in FEEDS]
-    urls.append(feed_server.serve("/news.rss", rss(news_items(30))))
+    news = rss(news_items(30))
+    # The same stories under two feeds: the second's entries join the first's stories.
+    urls += [feed_server.serve("/news.rss", news), feed_server.serve("/mirror.rss", news)]
     html = feed_server.serve_file("/page", "not_a_feed.html", content_type="text/html")
-    pooled = make_agg(tmp_path, "pooled", [*urls, html], 2)
+    pooled = make_agg(tmp_path, "pooled", [*urls, html], 2, db_url)
     threaded = make_agg(tmp_path, "threaded", [*urls, html], 0)
-    got, want = poll_all(pooled), poll_all(threaded)
+    try:
+        tags_before = _tags_metric()
+        got = poll_all(pooled)
+        tags_pooled = _tags_metric() - tags_before
+        want = poll_all(threaded)
+        entries, stories = _stored(pooled)
+        assert (entries, stories) == _stored(threaded)
+        local_changes = pooled.repo.local_changes
+    finally:
+        pooled.close()
+        threaded.close()
     assert {u: (r.status, r.new, r.error) for u, r in got.items()} == {
         u: (r.status, r.new, r.error) for u, r in want.items()
     }
     assert got[html].status == "error" and "HTML page" in (got[html].error or "")
     assert all(got[u].status == "ok" and got[u].new > 0 for u in urls)
-    assert pooled.repo.count_entries() == threaded.repo.count_entries() > 30
-    # stop() ended the parser processes.
-    assert pooled._ctx is None
+    assert sum(r.merged for r in got.values()) == sum(r.merged for r in want.values()) >= 30
+    assert len(entries) > 60
+    assert sum(len(members) == 2 for members in stories) >= 30  # the mirrored stories
+    # Tags counted here, in the poller, though the workers saved them.
+    assert tags_pooled == sum(len(topics) for _, _, _, topics in entries) > 0
+    # The web layer of the poller's process learns of the workers' commits at once.
+    assert local_changes > 0
+    assert pooled._ctx is None  # stop() ended the worker processes
+
+
+def test_a_reloaded_tagger_reaches_the_ingest_workers(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """After a topic edit, the same worker processes tag with the new topics."""
+    first = feed_server.serve("/first.rss", rss(news_items(6)))
+    second = feed_server.serve("/second.rss", rss(news_items(6, site="https://other.example")))
+    agg = make_agg(tmp_path, "reload", [first, second], 1)
+
+    def topics_of(url: str) -> set[str]:
+        return {t.topic for e in agg.repo.entry_batch(0, 1000) if e.feed_url == url for t in e.tags}
+
+    async def run() -> tuple[list[int], list[int]]:
+        try:
+            await agg.poll(first)
+            pids = agg._context().parsers.pids()  # type: ignore[union-attr]
+            cfg = agg.config
+            museums = TopicConfig(
+                name="Museums", slug="museums", rules=TopicRules(keywords=("museum",))
+            )
+            # retag=False: the stored entries keep their topics, so the old ones show who tagged.
+            await agg.reload(cfg.model_copy(update={"topics": (*cfg.topics, museums)}), retag=False)
+            await agg.poll(second)
+            return pids, agg._context().parsers.pids()  # type: ignore[union-attr]
+        finally:
+            await agg.stop()
+
+    try:
+        before, after = asyncio.run(run())
+        first_topics, second_topics = topics_of(first), topics_of(second)
+    finally:
+        agg.close()
+    assert before == after and len(before) == 1  # a topic edit keeps the workers
+    assert "museums" not in first_topics
+    assert "museums" in second_topics  # "Museum returns looted bronzes to Nigeria"
 
 
 def test_a_dead_parser_fails_one_call_and_the_next_gets_a_new_pool() -> None:
