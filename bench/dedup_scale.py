@@ -142,7 +142,7 @@ class Timer:
             assert fp is not None
             with self.repo._reading() as s:
                 t1 = time.perf_counter()
-                found = neardup_store.candidates(s, fp, matcher.window)
+                [found] = neardup_store.candidates_many(s, [fp], matcher.window)
                 t2 = time.perf_counter()
                 matcher.choose(fp, -1, found)
             if keep:

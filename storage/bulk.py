@@ -87,6 +87,54 @@ def select_in(
     return out
 
 
+def select_newest_per_key(
+    s: Session,
+    columns: Sequence[Column[Any]],
+    key: Column[Any],
+    values: Sequence[Any],
+    order: Column[Any],
+    lo: Any,
+    hi: Any,
+    per_key: int,
+    chunk: int = 250,
+) -> list[tuple[Any, ...]]:
+    """For each of ``values``: the ``per_key`` rows of largest ``order`` (within
+    ``lo <= order <= hi``) of ``key``'s table whose ``key`` equals it.
+
+    Each key is a bounded index range scan, read newest first, so a key with thousands of
+    rows costs what one with ``per_key`` rows costs: on PostgreSQL a LATERAL subquery per
+    element of one array, on SQLite a UNION ALL of one limited subquery per key (at most
+    ``chunk`` keys a statement, under SQLite's 500-term limit on compound selects).
+    """
+    if not values:
+        return []
+    conn = s.connection()
+    quote = conn.dialect.identifier_preparer
+    mark = _mark(s)
+    cols = ", ".join(quote.format_column(c) for c in columns)
+    o, k = quote.format_column(order), quote.format_column(key)
+    one = (
+        f"SELECT {cols} FROM {quote.format_table(key.table)} WHERE {k} = {{key}} "
+        f"AND {o} >= {mark} AND {o} <= {mark} ORDER BY {o} DESC LIMIT {int(per_key)}"
+    )
+    if conn.dialect.name == "postgresql":
+        sql = (
+            f"SELECT r.* FROM unnest({mark}::{_array_type(conn, key)}) AS q(k) "
+            f"CROSS JOIN LATERAL ({one.format(key='q.k')}) AS r"
+        )
+        return [tuple(row) for row in conn.exec_driver_sql(sql, (_pg_array(values), lo, hi))]
+    out: list[tuple[Any, ...]] = []
+    term = f"SELECT * FROM ({one.format(key=mark)})"
+    for i in range(0, len(values), chunk):
+        part = values[i : i + chunk]
+        sql = " UNION ALL ".join([term] * len(part))
+        params: list[Any] = []
+        for v in part:
+            params += (v, lo, hi)
+        out += [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params))]
+    return out
+
+
 def insert_many(
     s: Session, table: Table, columns: Sequence[Column[Any]], rows: Sequence[tuple[Any, ...]]
 ) -> None:

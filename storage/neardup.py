@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from aggregator.types import Fingerprint, NearCandidate
@@ -27,6 +27,9 @@ from .models import EntryRow, EntrySignatureRow, StoryBucketRow
 # Entries sharing most buckets first; a bound so that a crowded bucket (a very common
 # title) cannot make one lookup expensive.
 CANDIDATE_LIMIT = 50
+# Rows read per bucket of a lookup, the newest first: bounds the lookup's cost however
+# crowded a bucket gets (bench/poll.py's store had buckets of 2,700 entries at 66,000).
+BUCKET_ROWS = 20
 
 
 def _pack(features: Sequence[int]) -> bytes:
@@ -82,57 +85,37 @@ def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
         save(s, [(entry_id, fp)])
 
 
-def candidates(
-    s: Session, fp: Fingerprint, window: timedelta, limit: int = CANDIDATE_LIMIT
-) -> list[NearCandidate]:
-    """Stored entries published within ``window`` that share an LSH bucket with ``fp``."""
-    if not fp.buckets:
-        return []
-    shared = func.count().label("shared")
-    ids = [
-        eid
-        for eid, _n in s.execute(
-            select(StoryBucketRow.entry_id, shared)
-            .where(
-                StoryBucketRow.bucket.in_(list(dict.fromkeys(fp.buckets))),
-                StoryBucketRow.published >= fp.published - window,
-                StoryBucketRow.published <= fp.published + window,
-            )
-            .group_by(StoryBucketRow.entry_id)
-            .order_by(shared.desc(), StoryBucketRow.entry_id)
-            .limit(limit)
-        ).all()
-    ]
-    return list(_load(s, ids).values())
-
-
 def candidates_many(
     s: Session, fps: Sequence[Fingerprint], window: timedelta, limit: int = CANDIDATE_LIMIT
 ) -> list[list[NearCandidate]]:
-    """``candidates`` of each of ``fps``, in two queries for all of them (one poll's entries).
+    """The stored near-duplicate candidates of each of ``fps`` (one poll's entries), in
+    two queries for all of them.
 
-    The same entries as ``candidates`` gives one at a time: those published within
-    ``window`` of the entry that share most buckets with it (ties: the older id), at most
-    ``limit``. The bucket rows of the whole poll come in one query, the signatures of all
-    chosen entries in another, instead of two queries per entry.
+    For each: the entries published within ``window`` of it that share most buckets with
+    it (ties: the older id), at most ``limit``. A bucket contributes its ``BUCKET_ROWS``
+    newest rows within the poll's dates: a crowded bucket (the words every title of a
+    feed shares) says little about which entry is a rewrite, and reading all of it made
+    each lookup grow with the store. The bucket rows of the whole poll come in one query,
+    the signatures of all chosen entries in another, instead of two queries per entry.
     """
     wanted = [fp for fp in fps if fp.buckets]
     if not wanted:
         return [[] for _ in fps]
     table = cast(Table, StoryBucketRow.__table__)
     stamp, read = bulk.processor(s, table.c.published), bulk.reader(s, table.c.published)
-    lo = stamp(min(fp.published for fp in wanted) - window)
-    hi = stamp(max(fp.published for fp in wanted) + window)
     by_bucket: dict[int, list[tuple[int, datetime]]] = {}
     # Through the driver (storage/bulk.py): a poll asks for ~1,100 bucket keys, and an
     # entry's ~56 rows share one date, converted once.
     dates: dict[Any, datetime] = {}
-    for bucket, eid, raw in bulk.select_in(
+    for bucket, eid, raw in bulk.select_newest_per_key(
         s,
         (table.c.bucket, table.c.entry_id, table.c.published),
         table.c.bucket,
         list({b for fp in wanted for b in fp.buckets}),
-        between=(table.c.published, lo, hi),
+        table.c.published,
+        stamp(min(fp.published for fp in wanted) - window),
+        stamp(max(fp.published for fp in wanted) + window),
+        BUCKET_ROWS,
     ):
         published = dates.get(raw)
         if published is None:

@@ -16,7 +16,7 @@ from aggregator import dedup
 from aggregator.neardup import Matcher, features, fingerprint, jaccard
 from aggregator.types import Fingerprint, NearCandidate, ParsedEntry
 from storage import open_repository
-from storage.neardup import candidates, candidates_many
+from storage.neardup import BUCKET_ROWS, candidates_many
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from dedup_eval import evaluate, load, run  # noqa: E402
@@ -162,7 +162,32 @@ def test_titles_whose_numbers_disagree_stay_apart() -> None:
     assert m.score(short, long, same_feed=False) is not None
 
 
+def _shared_buckets(s: Any, f: Fingerprint, window: timedelta, limit: int = 50) -> list[int]:
+    """The reference: one SQL query for one entry, every bucket row read (no bound)."""
+    from sqlalchemy import func, select
+
+    from storage.models import StoryBucketRow as B
+
+    shared = func.count().label("shared")
+    return [
+        eid
+        for eid, _ in s.execute(
+            select(B.entry_id, shared)
+            .where(
+                B.bucket.in_(list(dict.fromkeys(f.buckets))),
+                B.published >= f.published - window,
+                B.published <= f.published + window,
+            )
+            .group_by(B.entry_id)
+            .order_by(shared.desc(), B.entry_id)
+            .limit(limit)
+        ).all()
+    ]
+
+
 def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: str) -> None:
+    """With no crowded bucket, the poll's batched lookup finds what a plain GROUP BY of
+    each entry's bucket rows finds."""
     items = load()
     run(db_url, items[::2], dedup.DEFAULT_POLICY)
     fps = [f for f in (fingerprint(i.entry, i.entry.link) for i in items[1::2]) if f]
@@ -171,15 +196,47 @@ def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: st
     try:
         with repo._reading() as s:
             many = candidates_many(s, fps, window)
-            one = [candidates(s, f, window) for f in fps]
+            one = [_shared_buckets(s, f, window) for f in fps]
             few = candidates_many(s, fps, window, limit=2)
             assert candidates_many(s, [], window) == []
     finally:
         repo.close()
     ids = [sorted(c.entry_id for c in found) for found in many]
-    assert ids == [sorted(c.entry_id for c in found) for found in one]
+    assert ids == [sorted(found) for found in one]
     assert sum(map(len, ids)) > len(fps) / 2  # rewrites of the stored stories
     assert [len(f) for f in few] == [min(2, len(i)) for i in ids]
+
+
+def test_a_crowded_bucket_is_read_newest_rows_first_and_bounded(db_url: str) -> None:
+    """Forty stored copies share every bucket: a lookup reads BUCKET_ROWS of each, the
+    newest, so its cost does not grow with the crowd."""
+    from dedup_eval import Item
+
+    copies = [
+        Item(
+            "peru",
+            f"https://outlet{n}.example/feed",
+            entry(
+                *PERU, link=f"https://outlet{n}.example/peru", published=T + timedelta(minutes=n)
+            ),
+        )
+        for n in range(40)
+    ]
+    run(db_url, copies, dedup.DEFAULT_POLICY)
+    rewrite = fp(*PERU_REWRITE, published=T + timedelta(hours=1))
+    repo = open_repository(db_url, run_migrations=False)
+    window = Matcher().window
+    try:
+        with repo._reading() as s:
+            [found] = candidates_many(s, [rewrite], window)
+            every = _shared_buckets(s, rewrite, window)
+            stored = repo.entry_batch(0, 100)
+    finally:
+        repo.close()
+    newest = sorted(stored, key=lambda e: e.entry.published)[-BUCKET_ROWS:]
+    assert len(every) == 40  # unbounded, every copy is a candidate
+    assert len(found) == BUCKET_ROWS < 40
+    assert sorted(c.entry_id for c in found) == sorted(e.id for e in newest)
 
 
 def test_bucket_rows_store_dates_as_the_other_tables_do(db_url: str) -> None:
