@@ -1,11 +1,11 @@
-"""Parsing off the event loop, on every core: a pool of parser processes.
+"""Ingesting off the event loop, on every core: a pool of worker processes.
 
-Parsing is what a first fetch costs (feedparser reads about 1,700 items/s on one core),
-and in a thread it holds the GIL the event loop and the store need. ``ParsePool`` runs a
-picklable function (``pipeline.prepare``: parse, identities, hashes, fingerprints) in a
-``ProcessPoolExecutor`` of ``processes`` workers (default: one per core but one), started
-on first use with ``spawn`` (forking a process that runs threads and an event loop is not
-safe).
+A first fetch costs parsing, dedup, tagging and storing, and in a thread all of it holds
+the GIL the event loop needs. ``ParsePool`` runs a picklable function (``pipeline.ingest_job``:
+parse, identities, hashes, fingerprints, then dedup, tag and save through the worker's own
+store connections) in a ``ProcessPoolExecutor`` of ``processes`` workers (default: one
+per core but one), started on first use with ``spawn`` (forking a process that runs
+threads and an event loop is not safe).
 
 A worker that dies (a crash in a C parser, the kernel's OOM killer) breaks the whole
 executor; the poll that was running gets a ``ParseError`` saying so, and the next one
@@ -38,11 +38,10 @@ T = TypeVar("T")
 
 
 def default_processes() -> int:
-    """One parser per core this process may run on, but the poller's own (at least one).
+    """One worker per core this process may run on, but the poller's own (at least one).
 
-    The poller process keeps a core busy too (network, tagging, the store; it is the
-    slower half of a first fetch in bench/poll.py), and each parser process holds about
-    140 MB of imports: one more parser than there are spare cores only adds both.
+    The poller process keeps part of a core busy (the network, gzip, 304s), and each
+    worker holds about 150 MB (imports, the tagger, its store connections).
     """
     try:
         cores = len(os.sched_getaffinity(0))
