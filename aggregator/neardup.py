@@ -2,7 +2,7 @@
 
 Two steps, so the cost of one item does not depend on how many are stored:
 
-1. **Lookup** (indexed): every entry gets a MinHash signature (datasketch) of its features,
+1. **Lookup** (indexed): every entry gets a MinHash signature (datasketch's scheme) of its features,
    cut into LSH bands; each band is hashed to a 64-bit *bucket* key. The store keeps
    (bucket, entry) rows under an index, so finding the entries that share a bucket with a
    new item is a handful of index probes, whatever the table size. A second, small signature
@@ -45,7 +45,6 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import numpy as np
-from datasketch import MinHash
 
 from .types import Fingerprint, NearCandidate, ParsedEntry
 
@@ -164,29 +163,37 @@ def _feature_hashes(word: str, entity: bool) -> tuple[int, ...]:
     return (_hash32(word), *(_hash32(f"{word}#{i}") for i in range(1, ENTITY_WEIGHT)))
 
 
+# MinHash as datasketch 2.x computes it by default ("affine32": the MurmurHash3 finalizer,
+# then h -> a * h + b mod 2^32 with odd a, drawn from numpy's RandomState(SEED)); made here
+# because importing datasketch loads its LSH classes and scipy with them, about 55 MB in
+# every ingest process, for these few lines. tests/test_neardup.py checks the signatures
+# against datasketch's own, so stored buckets stay valid.
+_FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
+_EMPTY = np.uint32(0xFFFFFFFF)
+
+
 @functools.cache
-def _template(num_perm: int) -> MinHash:
-    return MinHash(num_perm=num_perm, seed=SEED, hashfunc=_identity)
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(SEED)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def _minhash(values: Iterable[int], num_perm: int) -> np.ndarray:
-    # A MinHash draws its permutations from the seed when made (most of its cost for a
-    # 150-word item): take them, and their scheme, from one made once.
-    t = _template(num_perm)
-    m = MinHash(
-        num_perm=num_perm,
-        seed=SEED,
-        hashfunc=_identity,
-        permutations=t.permutations,
-        scheme=t.scheme,
-    )
-    m.update_batch(list(values))
-    hv: np.ndarray = m.hashvalues
-    return hv
-
-
-def _identity(x: int) -> int:
-    return x
+    """The MinHash signature of 32-bit feature hashes: ``num_perm`` uint32 minima."""
+    hv = np.fromiter(values, dtype=np.uint32)
+    if not hv.size:
+        return np.full(num_perm, _EMPTY, dtype=np.uint32)
+    s1, m1, s2, m2, s3 = (np.uint32(c) for c in _FMIX32)
+    hv ^= hv >> s1
+    hv *= m1
+    hv ^= hv >> s2
+    hv *= m2
+    hv ^= hv >> s3
+    a, b = _permutations(num_perm)
+    out: np.ndarray = (hv.reshape(-1, 1) * a + b).min(axis=0)
+    return out
 
 
 def _bands(kind: bytes, sig: np.ndarray, rows: int) -> list[int]:

@@ -76,7 +76,8 @@ class ParsePool:
         except BrokenProcessPool as e:
             self._discard(pool)
             raise ParseError(
-                "the parser process died while parsing this body (crashed or ran out of memory)"
+                "the ingest process died while parsing or saving this body (crashed or ran out of "
+                "memory)"
             ) from e
 
     def pids(self) -> list[int]:

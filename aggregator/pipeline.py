@@ -12,13 +12,15 @@ The whole flow, in order::
         410   -> save_poll(error, disabled_reason)        # not polled again
         error -> save_poll(error, backed-off next poll)   # the feed's entries are kept
                                                           # (429/503: not before Retry-After)
-    # off the event loop, in a parser process (ParsePool: one per core):
+    # off the event loop, in an ingest worker process (ParsePool; parse_processes: 0
+    # runs the same in worker threads of this process):
     parsed, planned = prepare(fetched)                    # parse; identities, hashes,
                                                           # fingerprints of every entry
-    # from here on in a worker thread:
     intents = dedup.decide(planned, repo.entry_hashes(...))   # new / updated / unchanged
     intents = tag_intents(tagger, intents, feed)           # topics, places, language
-    counts  = repo.save_poll(url, PollSave(intents, etag, ...))   # one transaction
+    counts  = repo.save_poll(url, PollSave(intents, etag, ...))   # one transaction,
+                                                          # through the worker's connections
+    # back in the poller: log the parser's warnings, count the tags (report)
 
 Every outcome is recorded as a poll (status, HTTP status, error text, new/updated counts)
 and logged as one line. Nothing a feed does can raise out of ``poll_feed``.
@@ -99,6 +101,8 @@ class PollContext:
     _states: Batcher[str, FeedState | None] | None = None
     _not_modified: Batcher[tuple[str, PollSave], PollCounts] | None = None
     _tagger_ref: tuple[Tagger, TaggerRef] | None = None
+    in_pool: int = 0  # bodies in the ingest processes right now
+    ingesting_here: int = 0  # bodies ingested in threads of this process right now
 
     @property
     def states(self) -> Batcher[str, FeedState | None]:
@@ -172,45 +176,7 @@ def ingest(
         return _record_error(
             repo, feed_url, started_at, interval, str(e), fetched.status, 0, timing=timing
         )
-    return store(
-        repo,
-        tagger,
-        feed_url,
-        feed_tags,
-        fetched,
-        parsed,
-        planned,
-        started_at,
-        interval,
-        policy,
-        timing,
-    )
-
-
-class Stored(NamedTuple):
-    """What storing one fetched body gave, and what the poller reports of it (where
-    ``store`` ran in an ingest worker, the poller logs and counts it: see ``report``)."""
-
-    result: PollResult
-    tag_counts: dict[str, int]  # entries saved per topic (the tags metric)
-    warnings: tuple[str, ...]  # the parser's, logged once
-
-
-def store(
-    repo: Repository,
-    tagger: Tagger,
-    feed_url: str,
-    feed_tags: Sequence[str],
-    fetched: Fetched,
-    parsed: ParsedFeed,
-    planned: Sequence[EntryIntent],
-    started_at: datetime,
-    interval: timedelta,
-    policy: dedup.Policy = dedup.DEFAULT_POLICY,
-    timing: schedule.Policy = schedule.DEFAULT_POLICY,
-) -> PollResult:
-    """Dedup against the store, tag and save what ``prepare`` made (in a worker thread)."""
-    stored = save(
+    stored = save_body(
         repo,
         tagger,
         feed_url,
@@ -227,7 +193,15 @@ def store(
     return stored.result
 
 
-def save(
+class Stored(NamedTuple):
+    """What saving one fetched body gave, and what the poller reports of it (``report``)."""
+
+    result: PollResult
+    tag_counts: dict[str, int]  # entries saved per topic (the tags metric)
+    warnings: tuple[str, ...]  # the parser's, logged once
+
+
+def save_body(
     repo: Repository,
     tagger: Tagger,
     feed_url: str,
@@ -240,7 +214,9 @@ def save(
     policy: dedup.Policy = dedup.DEFAULT_POLICY,
     timing: schedule.Policy = schedule.DEFAULT_POLICY,
 ) -> Stored:
-    """``store`` without the reporting: it may run in an ingest worker process."""
+    """Dedup against the store, tag and save what ``prepare`` made; synchronous, in a
+    worker thread or an ingest worker process. What to log and count comes back in
+    ``Stored`` for ``report`` in the poller's process."""
     body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
     intents = dedup.decide(planned, stored)
@@ -350,7 +326,7 @@ def ingest_job(job: IngestJob) -> Stored:
         _Worker.tagger = (job.tagger.token, pickle.loads(job.tagger.blob))
     tagger = _Worker.tagger[1]
     parsed, planned = prepare(job.fetched, job.feed_url, job.started_at, job.policy.tracking)
-    return save(
+    return save_body(
         repo,
         tagger,
         job.feed_url,
@@ -573,48 +549,59 @@ async def _poll(
         except FetchError as e:
             return await failed(str(e), e.status, retry_after=e.retry_after)
         _log_moved(feed_url, state, fetched.moved_to)
-        if ctx.parsers is not None:
-            job = IngestJob(
-                repo.url,
-                ctx.tagger_ref,
-                feed_url,
-                tuple(feed_tags),
-                fetched,
-                started_at,
-                interval,
-                ctx.policy,
-                timing,
-            )
-            try:
-                stored = await ctx.parsers.run(ingest_job, job)
-            except ParseError as e:
-                return await failed(str(e), fetched.status)
-            report(stored)
-            if stored.result.new or stored.result.updated:
-                repo.local_changes += 1  # the worker committed: this process's pages see it
-            return stored.result
+        # Bodies go to the ingest processes; when all of them are busy (a first fetch),
+        # this process takes one body at a time in a thread as well, so every core works
+        # with one process fewer (about 200 MB less on two cores, docs/polling.md).
+        pool = ctx.parsers if ctx.parsers is not None and ctx.parsers.processes > 0 else None
+        here = pool is None or (ctx.in_pool >= pool.processes and ctx.ingesting_here == 0)
         try:
-            parsed, planned = await asyncio.to_thread(
-                prepare, fetched, feed_url, started_at, ctx.policy.tracking
-            )
+            if not here and pool is not None:
+                job = IngestJob(
+                    repo.url,
+                    ctx.tagger_ref,
+                    feed_url,
+                    tuple(feed_tags),
+                    fetched,
+                    started_at,
+                    interval,
+                    ctx.policy,
+                    timing,
+                )
+                ctx.in_pool += 1
+                try:
+                    stored = await pool.run(ingest_job, job)
+                finally:
+                    ctx.in_pool -= 1
+                if stored.result.new or stored.result.updated:
+                    repo.local_changes += 1  # the worker committed: this process's pages see it
+            else:
+                ctx.ingesting_here += 1
+                try:
+                    parsed, planned = await asyncio.to_thread(
+                        prepare, fetched, feed_url, started_at, ctx.policy.tracking
+                    )
+                    stored = await asyncio.to_thread(
+                        partial(
+                            save_body,
+                            repo,
+                            ctx.tagger,
+                            feed_url,
+                            feed_tags,
+                            fetched,
+                            parsed,
+                            planned,
+                            started_at,
+                            interval,
+                            ctx.policy,
+                            timing,
+                        )
+                    )
+                finally:
+                    ctx.ingesting_here -= 1
         except ParseError as e:
             return await failed(str(e), fetched.status)
-        return await asyncio.to_thread(
-            partial(
-                store,
-                repo,
-                ctx.tagger,
-                feed_url,
-                feed_tags,
-                fetched,
-                parsed,
-                planned,
-                started_at,
-                interval,
-                ctx.policy,
-                timing,
-            )
-        )
+        report(stored)
+        return stored.result
     except asyncio.CancelledError:
         raise
     except StorageError as e:

@@ -5,9 +5,10 @@ names, type processing of each value) before the driver sees it: about 15 µs a 
 than SQLite takes to store it. A poll stores about 56 near-duplicate bucket rows per new
 entry, so that preparation was a third of the cost of saving a first fetch. Likewise a
 Core ``column.in_(values)`` coerces and renders each of a poll's ~1,100 bucket keys in
-Python. Here the caller hands values already in the driver's form (``processor`` converts
-one the way the column's type would; ``reader`` converts one read back) and the driver
-binds them in C.
+Python, and the near-duplicate lookup needs a bounded read per key, which Core does not
+express on both stores alike. Here the caller hands values already in the driver's form
+(``processor`` converts one the way the column's type would; ``reader`` converts one read
+back) and the driver binds them in C.
 """
 
 from __future__ import annotations
@@ -43,48 +44,6 @@ def _same(value: Any) -> Any:
 def _mark(s: Session) -> str:
     # SQLite's driver takes "?"; psycopg's "%s" (its format and pyformat styles both).
     return "?" if s.get_bind().dialect.paramstyle == "qmark" else "%s"
-
-
-def select_in(
-    s: Session,
-    columns: Sequence[Column[Any]],
-    key: Column[Any],
-    values: Sequence[Any],
-    between: tuple[Column[Any], Any, Any] | None = None,
-    chunk: int = 500,
-) -> list[tuple[Any, ...]]:
-    """``SELECT columns FROM key's table WHERE key IN values [AND lo <= col <= hi]``.
-
-    ``values`` and the bounds in the driver's form; rows come back as the driver gives
-    them (``reader`` converts). Bounded IN lists: SQLite caps the parameters of a statement.
-    """
-    if not values:
-        return []
-    conn = s.connection()
-    quote = conn.dialect.identifier_preparer
-    mark = _mark(s)
-    head = (
-        f"SELECT {', '.join(quote.format_column(c) for c in columns)} "
-        f"FROM {quote.format_table(key.table)} WHERE "
-    )
-    bounds: tuple[Any, ...] = ()
-    if between is not None:
-        col, lo, hi = between
-        head += (
-            f"{quote.format_column(col)} >= {mark} AND {quote.format_column(col)} <= {mark} AND "
-        )
-        bounds = (lo, hi)
-    if conn.dialect.name == "postgresql":
-        # One array for all the keys: the same rows as IN lists (the index is probed for
-        # each element), without a parameter per key for psycopg to adapt.
-        sql = f"{head}{quote.format_column(key)} = ANY({mark}::{_array_type(conn, key)})"
-        return [tuple(row) for row in conn.exec_driver_sql(sql, (*bounds, _pg_array(values)))]
-    out: list[tuple[Any, ...]] = []
-    for i in range(0, len(values), chunk):
-        part = tuple(values[i : i + chunk])
-        sql = f"{head}{quote.format_column(key)} IN ({', '.join([mark] * len(part))})"
-        out += [tuple(row) for row in conn.exec_driver_sql(sql, bounds + part)]
-    return out
 
 
 def select_newest_per_key(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator import dedup
@@ -256,6 +256,21 @@ def test_bucket_rows_store_dates_as_the_other_tables_do(db_url: str) -> None:
         engine.dispose()
     assert signatures and len(buckets) > len(signatures)
     assert all(published == signatures[eid] for eid, published in buckets)
+
+
+@settings(deadline=None)  # datasketch draws its permutations anew for every MinHash
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=60))
+def test_signatures_are_datasketchs(values: list[int]) -> None:
+    """Our MinHash gives datasketch's signature (its default scheme), bit for bit: the
+    stored buckets were made with it."""
+    from datasketch import MinHash
+
+    from aggregator.neardup import SEED, TEXT_PERM, TITLE_PERM, _minhash
+
+    for num_perm in (TEXT_PERM, TITLE_PERM):
+        m = MinHash(num_perm=num_perm, seed=SEED, hashfunc=lambda x: x)
+        m.update_batch(values)
+        assert _minhash(iter(values), num_perm).tolist() == m.hashvalues.tolist()
 
 
 def test_a_poll_compares_an_item_with_its_bucket_mates_only() -> None:

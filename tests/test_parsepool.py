@@ -146,7 +146,7 @@ def test_a_dead_parser_fails_one_call_and_the_next_gets_a_new_pool() -> None:
     pool = ParsePool(1)
 
     async def run() -> tuple[int, list[int]]:
-        with pytest.raises(ParseError, match="parser process died"):
+        with pytest.raises(ParseError, match="ingest process died"):
             await pool.run(_die)
         return await pool.run(len, b"four"), pool.pids()
 
