@@ -170,27 +170,27 @@ def ingest(
     timing: schedule.Policy = schedule.DEFAULT_POLICY,
 ) -> PollResult:
     """Parse, dedup, tag and store one fetched body (synchronous: runs in a worker thread)."""
+    body = Body(feed_url, tuple(feed_tags), fetched, started_at, interval, policy, timing)
     try:
-        parsed, planned = prepare(fetched, feed_url, started_at, policy.tracking)
+        stored = save_body(repo, tagger, body)
     except ParseError as e:
         return _record_error(
             repo, feed_url, started_at, interval, str(e), fetched.status, 0, timing=timing
         )
-    stored = save_body(
-        repo,
-        tagger,
-        feed_url,
-        feed_tags,
-        fetched,
-        parsed,
-        planned,
-        started_at,
-        interval,
-        policy,
-        timing,
-    )
     report(stored)
     return stored.result
+
+
+class Body(NamedTuple):
+    """A fetched body to ingest, with what its poll knows of the feed; picklable."""
+
+    feed_url: str
+    feed_tags: tuple[str, ...]
+    fetched: Fetched
+    started_at: datetime
+    interval: timedelta
+    policy: dedup.Policy
+    timing: schedule.Policy
 
 
 class Stored(NamedTuple):
@@ -201,28 +201,16 @@ class Stored(NamedTuple):
     warnings: tuple[str, ...]  # the parser's, logged once
 
 
-def save_body(
-    repo: Repository,
-    tagger: Tagger,
-    feed_url: str,
-    feed_tags: Sequence[str],
-    fetched: Fetched,
-    parsed: ParsedFeed,
-    planned: Sequence[EntryIntent],
-    started_at: datetime,
-    interval: timedelta,
-    policy: dedup.Policy = dedup.DEFAULT_POLICY,
-    timing: schedule.Policy = schedule.DEFAULT_POLICY,
-) -> Stored:
-    """Dedup against the store, tag and save what ``prepare`` made; synchronous, in a
-    worker thread or an ingest worker process. What to log and count comes back in
-    ``Stored`` for ``report`` in the poller's process."""
+def save_body(repo: Repository, tagger: Tagger, body: Body) -> Stored:
+    """Parse (ParseError), dedup against the store, tag and save one body; synchronous, in
+    a worker thread or an ingest process. What to log and count comes back in ``Stored``
+    for ``report`` in the poller's process."""
+    feed_url, feed_tags, fetched, started_at, interval, policy, timing = body
+    parsed, planned = prepare(fetched, feed_url, started_at, policy.tracking)
     body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
     intents = dedup.decide(planned, stored)
-    intents = tag_intents(
-        tagger, intents, FeedContext(tuple(feed_tags), parsed.title, parsed.language)
-    )
+    intents = tag_intents(tagger, intents, FeedContext(feed_tags, parsed.title, parsed.language))
     new = sum(i.action == "new" for i in intents)
     updated = sum(i.action == "updated" for i in intents)
     result = PollResult(
@@ -290,17 +278,11 @@ def tagger_ref(tagger: Tagger) -> TaggerRef:
 
 
 class IngestJob(NamedTuple):
-    """One fetched body for an ingest worker: everything ``ingest_job`` needs, picklable."""
+    """A body for an ingest process, with the store and the tagger to use; picklable."""
 
     database_url: str
     tagger: TaggerRef
-    feed_url: str
-    feed_tags: tuple[str, ...]
-    fetched: Fetched
-    started_at: datetime
-    interval: timedelta
-    policy: dedup.Policy
-    timing: schedule.Policy
+    body: Body
 
 
 class _Worker:
@@ -324,21 +306,7 @@ def ingest_job(job: IngestJob) -> Stored:
         repo = _Worker.repos[job.database_url] = Repository(job.database_url)
     if _Worker.tagger is None or _Worker.tagger[0] != job.tagger.token:
         _Worker.tagger = (job.tagger.token, pickle.loads(job.tagger.blob))
-    tagger = _Worker.tagger[1]
-    parsed, planned = prepare(job.fetched, job.feed_url, job.started_at, job.policy.tracking)
-    return save_body(
-        repo,
-        tagger,
-        job.feed_url,
-        job.feed_tags,
-        job.fetched,
-        parsed,
-        planned,
-        job.started_at,
-        job.interval,
-        job.policy,
-        job.timing,
-    )
+    return save_body(repo, _Worker.tagger[1], job.body)
 
 
 def _body_hints(parsed: ParsedFeed, now: datetime) -> schedule.Hints:
@@ -554,22 +522,12 @@ async def _poll(
         # with one process fewer (about 200 MB less on two cores, docs/polling.md).
         pool = ctx.parsers if ctx.parsers is not None and ctx.parsers.processes > 0 else None
         here = pool is None or (ctx.in_pool >= pool.processes and ctx.ingesting_here == 0)
+        body = Body(feed_url, tuple(feed_tags), fetched, started_at, interval, ctx.policy, timing)
         try:
             if not here and pool is not None:
-                job = IngestJob(
-                    repo.url,
-                    ctx.tagger_ref,
-                    feed_url,
-                    tuple(feed_tags),
-                    fetched,
-                    started_at,
-                    interval,
-                    ctx.policy,
-                    timing,
-                )
                 ctx.in_pool += 1
                 try:
-                    stored = await pool.run(ingest_job, job)
+                    stored = await pool.run(ingest_job, IngestJob(repo.url, ctx.tagger_ref, body))
                 finally:
                     ctx.in_pool -= 1
                 if stored.result.new or stored.result.updated:
@@ -577,25 +535,7 @@ async def _poll(
             else:
                 ctx.ingesting_here += 1
                 try:
-                    parsed, planned = await asyncio.to_thread(
-                        prepare, fetched, feed_url, started_at, ctx.policy.tracking
-                    )
-                    stored = await asyncio.to_thread(
-                        partial(
-                            save_body,
-                            repo,
-                            ctx.tagger,
-                            feed_url,
-                            feed_tags,
-                            fetched,
-                            parsed,
-                            planned,
-                            started_at,
-                            interval,
-                            ctx.policy,
-                            timing,
-                        )
-                    )
+                    stored = await asyncio.to_thread(save_body, repo, ctx.tagger, body)
                 finally:
                     ctx.ingesting_here -= 1
         except ParseError as e:
