@@ -219,6 +219,10 @@ async def _request(
         if status in REDIRECTS:
             return status, response.headers.get("location")
         if status == 304:
+            # A 304 has no body, but the connection goes back to the pool only once the
+            # response has been read to its end; closed unread, it is closed, and every
+            # poll of the host would open a new one.
+            await response.aread()
             raise NotModified(moved_to=moved_to, headers=_lower(response.headers))
         if status == 410:
             raise Gone(f"HTTP 410 Gone: the publisher removed the feed at {url}")

@@ -44,6 +44,7 @@ class ScriptServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.peers: list[tuple[str, int]] = []  # the client's address of each request
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -58,6 +59,7 @@ class ScriptServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 with server.lock:
                     server.requests.append((self.path, dict(self.headers.items())))
+                    server.peers.append(self.client_address)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     route = server.routes.get(self.path)
@@ -184,6 +186,27 @@ def test_user_agent_and_compression_are_sent_and_decoded(srv: ScriptServer) -> N
     assert headers["Accept-Encoding"] == ACCEPT_ENCODING == "gzip, deflate, br"
     assert headers["User-Agent"].startswith("aggregator/")
     assert "+http" in headers["User-Agent"]
+
+
+def test_a_304_leaves_the_connection_to_the_next_poll(srv: ScriptServer) -> None:
+    """Three conditional GETs answered 304 ride one connection: a 304 read to its end
+    gives the connection back to the pool (closed unread, each poll opened a new one)."""
+    url = srv.route("/same", lambda h: send(h, 304, headers={"ETag": '"v1"'}))
+    limits = FetchLimits(allow_private=True, timeout=5)
+
+    async def run() -> list[object]:
+        async with make_client(limits) as client:
+            out: list[object] = []
+            for _ in range(3):
+                try:
+                    out.append(await fetch(client, url, etag='"v1"', limits=limits))
+                except NotModified as e:
+                    out.append(e)
+            return out
+
+    got = asyncio.run(run())
+    assert all(isinstance(g, NotModified) for g in got)
+    assert len(srv.peers) == 3 and len(set(srv.peers)) == 1
 
 
 def test_permanent_redirect_moves_the_feed_temporary_does_not(
