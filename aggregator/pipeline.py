@@ -38,7 +38,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, ParamSpec, TypeVar
 
 import httpx
 
@@ -75,6 +75,9 @@ if TYPE_CHECKING:
     from .subscriber import Subscriber
 
 log = logging.getLogger("aggregator.pipeline")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -124,6 +127,16 @@ class PollContext:
         if self._tagger_ref is None or self._tagger_ref[0] is not self.tagger:
             self._tagger_ref = (self.tagger, tagger_ref(self.tagger))
         return self._tagger_ref[1]
+
+    async def in_pool_run(
+        self, pool: ParsePool, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``pool.run``, counted in ``in_pool`` while it runs."""
+        self.in_pool += 1
+        try:
+            return await pool.run(fn, *args, **kwargs)
+        finally:
+            self.in_pool -= 1
 
     @property
     def hosts(self) -> HostLimiter:
@@ -201,12 +214,17 @@ class Stored(NamedTuple):
     warnings: tuple[str, ...]  # the parser's, logged once
 
 
-def save_body(repo: Repository, tagger: Tagger, body: Body) -> Stored:
-    """Parse (ParseError), dedup against the store, tag and save one body; synchronous, in
-    a worker thread or an ingest process. What to log and count comes back in ``Stored``
-    for ``report`` in the poller's process."""
+def save_body(
+    repo: Repository,
+    tagger: Tagger,
+    body: Body,
+    prepared: tuple[ParsedFeed, list[EntryIntent]] | None = None,
+) -> Stored:
+    """Parse (ParseError; unless ``prepare`` ran elsewhere), dedup against the store, tag
+    and save one body; synchronous, in a worker thread or an ingest process. What to log
+    and count comes back in ``Stored`` for ``report`` in the poller's process."""
     feed_url, feed_tags, fetched, started_at, interval, policy, timing = body
-    parsed, planned = prepare(fetched, feed_url, started_at, policy.tracking)
+    parsed, planned = prepared or prepare(fetched, feed_url, started_at, policy.tracking)
     body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
     intents = dedup.decide(planned, stored)
@@ -524,12 +542,16 @@ async def _poll(
         here = pool is None or (ctx.in_pool >= pool.processes and ctx.ingesting_here == 0)
         body = Body(feed_url, tuple(feed_tags), fetched, started_at, interval, ctx.policy, timing)
         try:
-            if not here and pool is not None:
-                ctx.in_pool += 1
-                try:
-                    stored = await pool.run(ingest_job, IngestJob(repo.url, ctx.tagger_ref, body))
-                finally:
-                    ctx.in_pool -= 1
+            if not here and pool is not None and ctx.tagger.classifier is not None:
+                # The classifier's model is hundreds of MB: it stays in this process, and
+                # the ingest processes only parse.
+                prepared = await ctx.in_pool_run(
+                    pool, prepare, fetched, feed_url, started_at, ctx.policy.tracking
+                )
+                stored = await asyncio.to_thread(save_body, repo, ctx.tagger, body, prepared)
+            elif not here and pool is not None:
+                job = IngestJob(repo.url, ctx.tagger_ref, body)
+                stored = await ctx.in_pool_run(pool, ingest_job, job)
                 if stored.result.new or stored.result.updated:
                     repo.local_changes += 1  # the worker committed: this process's pages see it
             else:
