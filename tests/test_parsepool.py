@@ -42,7 +42,10 @@ def make_agg(
     return Aggregator.from_file(path)
 
 
-def _stored(agg: Aggregator) -> tuple[set[tuple[str, str, str | None, tuple[str, ...]]], set]:  # type: ignore[type-arg]
+Entry = tuple[str, str, str | None, tuple[str, ...]]  # feed, title, language, topics
+
+
+def _stored(agg: Aggregator) -> tuple[set[Entry], set[frozenset[tuple[str, str]]]]:
     """Every stored entry (feed, title, language, topics), and the stories as sets of
     entries: which feed's entry started a story depends on which poll ends first."""
     entries = agg.repo.entry_batch(0, 10_000)
