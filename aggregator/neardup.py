@@ -168,7 +168,7 @@ def _feature_hashes(word: str, entity: bool) -> tuple[int, ...]:
 # because importing datasketch loads its LSH classes and scipy with them, about 55 MB in
 # every ingest process, for these few lines. tests/test_neardup.py checks the signatures
 # against datasketch's own, so stored buckets stay valid.
-_FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
+_FMIX32 = tuple(np.uint32(c) for c in (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16))
 _EMPTY = np.uint32(0xFFFFFFFF)
 
 
@@ -185,7 +185,7 @@ def _minhash(values: Iterable[int], num_perm: int) -> np.ndarray:
     hv = np.fromiter(values, dtype=np.uint32)
     if not hv.size:
         return np.full(num_perm, _EMPTY, dtype=np.uint32)
-    s1, m1, s2, m2, s3 = (np.uint32(c) for c in _FMIX32)
+    s1, m1, s2, m2, s3 = _FMIX32
     hv ^= hv >> s1
     hv *= m1
     hv ^= hv >> s2
