@@ -17,7 +17,6 @@ from .models import (
     EntryRow,
     EntrySignatureRow,
     EntryTagRow,
-    StoryBucketRow,
     StoryRow,
 )
 
@@ -35,7 +34,6 @@ def check(s: Session) -> StoreCheck:
         "stories": rows(StoryRow),
         "tags": rows(EntryTagRow),
         "signatures": rows(EntrySignatureRow),
-        "buckets": rows(StoryBucketRow),
     }
     entry = exists().where(EntryRow.id == EntryTagRow.entry_id)
     findings = {
@@ -52,12 +50,6 @@ def check(s: Session) -> StoreCheck:
         "signatures without their entry": select(func.count())
         .select_from(EntrySignatureRow)
         .where(~exists().where(EntryRow.id == EntrySignatureRow.entry_id)),
-        "signatures without a bucket": select(func.count())
-        .select_from(EntrySignatureRow)
-        .where(~exists().where(StoryBucketRow.entry_id == EntrySignatureRow.entry_id)),
-        "buckets without a signature": select(func.count())
-        .select_from(StoryBucketRow)
-        .where(~exists().where(EntrySignatureRow.entry_id == StoryBucketRow.entry_id)),
     }
     problems = []
     for what, q in findings.items():

@@ -5,8 +5,7 @@
       └──< entries >── stories          (a story groups entries that are one article)
               │
               ├──< entry_tags           (topic slug + the reason it was given)
-              ├──  entry_signatures     (near-duplicate features of the entry)
-              └──< story_buckets        (LSH bucket keys: the indexed near-duplicate lookup)
+              └──  entry_signatures     (near-duplicate features and LSH bucket keys)
     stories ──< story_splits            (entries an admin moved off a story, and where to)
 
 Retention prunes entries to tombstones (``entries.pruned_at``: content emptied, identity,
@@ -24,7 +23,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -208,20 +206,10 @@ class EntrySignatureRow(Base):
     title: Mapped[str] = mapped_column(Text)  # folded title words, space-separated
     short: Mapped[bool] = mapped_column(Boolean)
     host: Mapped[str | None] = mapped_column(String(255))
-    published: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class StoryBucketRow(Base):
-    """One LSH bucket of one entry: entries sharing a bucket are near-duplicate candidates."""
-
-    __tablename__ = "story_buckets"
-    __table_args__ = (Index("ix_story_buckets_bucket_published", "bucket", "published"),)
-
-    entry_id: Mapped[int] = mapped_column(
-        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    published: Mapped[datetime] = mapped_column(UTCDateTime)
+    published: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The entry's distinct LSH bucket keys, signed 64-bit little-endian: read into each
+    # saving process's memory index (storage/neardup.py), not indexed in the store.
+    buckets: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class StorySplitRow(Base):

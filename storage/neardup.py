@@ -1,35 +1,64 @@
-"""Queries of the near-duplicate story lookup: signatures and LSH buckets.
+"""The near-duplicate story lookup: stored signatures, and their LSH buckets in memory.
 
 The decision (is this a near-duplicate, of which story) is made by the caller's
-``StoryMatcher`` (aggregator/neardup.py); this module only stores fingerprints and finds
-the stored entries that share a bucket with a new one, through the
-``ix_story_buckets_bucket_published`` index, so one lookup costs the same however many
-entries are stored.
+``StoryMatcher`` (aggregator/neardup.py); this module stores fingerprints and finds the
+stored entries that share a bucket with a new one.
+
+Each entry's fingerprint is one row of ``entry_signatures``: its features (for the exact
+decision) and its bucket keys, packed. The lookup goes through :class:`BucketIndex`, an
+index of those keys held in memory by each process that saves. Before each lookup it reads
+the rows stored since its last one (entry ids only grow), so it sees what other processes
+saved; it holds the entries published within ``window + HORIZON_MARGIN`` of the newest one,
+and a lookup for older dates (a feed sending its archive) reads the signatures of those
+dates instead.
+
+Why not an index in the store, as before: bucket keys are random, so the ~56 bucket rows
+of a new entry each landed on a page of their own of a B-tree index. A poll of 20 new
+entries dirtied ~1,100 pages, each written to the WAL and checkpointed: about 3 ms of the
+8.5 ms a first-fetched item cost in all (docs/polling.md), and 6.4 KB of store per entry.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from array import array
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime, timedelta
-from operator import itemgetter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Table, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from aggregator.types import Fingerprint, NearCandidate
 
-from . import bulk
-from .models import EntryRow, EntrySignatureRow, StoryBucketRow
+from .models import EntryRow, EntrySignatureRow
 
 # Entries sharing most buckets first; a bound so that a crowded bucket (a very common
 # title) cannot make one lookup expensive.
 CANDIDATE_LIMIT = 50
-# Rows read per bucket of a lookup, the newest first: bounds the lookup's cost however
+# Entries read per bucket of a lookup, the newest first: bounds the lookup's cost however
 # crowded a bucket gets (bench/poll.py's store had buckets of 2,700 entries at 66,000).
 BUCKET_ROWS = 20
+# The memory index holds entries published from (newest - window - margin): a lookup of
+# an entry published up to ``margin`` before the newest needs nothing else.
+HORIZON_MARGIN = timedelta(days=4)
+# Rebuilt this often: the horizon moves on, and pruned or edited entries leave it.
+REBUILD_SECONDS = 3600.0
+# Entry rows read for a lookup of dates before the horizon, the newest first.
+ARCHIVE_ROWS = 5_000
+# PostgreSQL: an entry id is handed out when its row is inserted but seen when the
+# transaction commits, so a lower id can appear after a higher one was read. Ids skipped
+# over are asked for again on every sync, for this long (then: rolled back, or an entry
+# without a signature).
+GAP_SECONDS = 120.0
+_MERGE_PAIRS = 1 << 16
+_KEY_MASK = 0xFFFFFFFF
+
+_U32 = npt.NDArray[np.uint32]
 
 
 def _pack(features: Sequence[int]) -> bytes:
@@ -43,11 +72,26 @@ def _unpack(blob: bytes) -> tuple[int, ...]:
     return tuple(array("I", blob))
 
 
+def pack_buckets(buckets: Iterable[int]) -> bytes:
+    """An entry's distinct bucket keys as stored (signed 64-bit, little-endian)."""
+    return np.fromiter(dict.fromkeys(buckets), dtype="<i8").tobytes()
+
+
+def _keys32(blob: bytes) -> _U32:
+    # The memory index keeps the low 32 bits of each key: half the memory, and a bucket
+    # that two keys share by chance only adds a candidate the exact decision rejects.
+    return np.frombuffer(blob, dtype="<i8").astype(np.uint32)
+
+
+def _seconds(when: datetime) -> int:
+    return int(when.timestamp())
+
+
 def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
     """Store the fingerprints of newly inserted entries (entry id, fingerprint)."""
     if not fingerprints:
         return
-    # Core inserts of the tables: the ORM's bulk path costs more than the rows here.
+    # A Core insert: the ORM's bulk path costs more than the rows here.
     s.execute(
         insert(cast(Table, EntrySignatureRow.__table__)),
         [
@@ -58,79 +102,255 @@ def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
                 "short": fp.short,
                 "host": fp.host,
                 "published": fp.published,
+                "buckets": pack_buckets(fp.buckets),
             }
             for eid, fp in fingerprints
         ],
     )
-    # About 56 rows per entry: the driver's executemany, with each entry's date converted
-    # once for all its rows (storage/bulk.py).
-    table = cast(Table, StoryBucketRow.__table__)
-    cols = (table.c.entry_id, table.c.bucket, table.c.published)
-    stamp = bulk.processor(s, table.c.published)
-    rows = []
-    for eid, fp in fingerprints:
-        published = stamp(fp.published)
-        rows += [(eid, b, published) for b in dict.fromkeys(fp.buckets)]
-    # In bucket order, the order of the (bucket, published) index: the keys are random,
-    # and inserting them sorted walks that index once instead of jumping about it.
-    rows.sort(key=itemgetter(1))
-    bulk.insert_many(s, table, cols, rows)
 
 
 def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
-    """An entry was edited: its fingerprint follows (its story does not change)."""
-    s.execute(delete(StoryBucketRow).where(StoryBucketRow.entry_id == entry_id))
+    """An entry was edited: its fingerprint follows (its story does not change).
+
+    The memory indexes keep the entry's old keys until their next rebuild: they find it
+    as a candidate for what the old text matched, and the decision reads its new features.
+    """
     s.execute(delete(EntrySignatureRow).where(EntrySignatureRow.entry_id == entry_id))
     if fp is not None:
         save(s, [(entry_id, fp)])
 
 
-def candidates_many(
-    s: Session, fps: Sequence[Fingerprint], window: timedelta, limit: int = CANDIDATE_LIMIT
-) -> list[list[NearCandidate]]:
-    """The stored near-duplicate candidates of each of ``fps`` (one poll's entries), in
-    two queries for all of them.
+class _Keys:
+    """Bucket key (32 bits) -> the entries that have it: a sorted array, and the pairs
+    added since it was last merged."""
 
-    For each: the entries published within ``window`` of it that share most buckets with
-    it (ties: the older id), at most ``limit``. A bucket contributes its ``BUCKET_ROWS``
-    newest rows within the poll's dates: a crowded bucket (the words every title of a
-    feed shares) says little about which entry is a rewrite, and reading all of it made
-    each lookup grow with the store. The bucket rows of the whole poll come in one query,
-    the signatures of all chosen entries in another, instead of two queries per entry.
-    """
-    wanted = [fp for fp in fps if fp.buckets]
-    if not wanted:
-        return [[] for _ in fps]
-    table = cast(Table, StoryBucketRow.__table__)
-    stamp, read = bulk.processor(s, table.c.published), bulk.reader(s, table.c.published)
-    by_bucket: dict[int, list[tuple[int, datetime]]] = {}
-    # Through the driver (storage/bulk.py): a poll asks for ~1,100 bucket keys, and an
-    # entry's ~56 rows share one date, converted once.
-    dates: dict[Any, datetime] = {}
-    for bucket, eid, raw in bulk.select_newest_per_key(
-        s,
-        (table.c.bucket, table.c.entry_id, table.c.published),
-        table.c.bucket,
-        list({b for fp in wanted for b in fp.buckets}),
-        table.c.published,
-        stamp(min(fp.published for fp in wanted) - window),
-        stamp(max(fp.published for fp in wanted) + window),
-        BUCKET_ROWS,
-    ):
-        published = dates.get(raw)
-        if published is None:
-            published = dates[raw] = read(raw)
-        by_bucket.setdefault(bucket, []).append((eid, published))
-    chosen: list[list[int]] = []
-    for fp in fps:
-        shared: Counter[int] = Counter()
-        for b in dict.fromkeys(fp.buckets):
-            for eid, published in by_bucket.get(b, ()):
-                if fp.published - window <= published <= fp.published + window:
-                    shared[eid] += 1
-        chosen.append(sorted(shared, key=lambda e: (-shared[e], e))[:limit])
-    found = _load(s, list({eid for ids in chosen for eid in ids}))
-    return [[found[e] for e in ids if e in found] for ids in chosen]
+    def __init__(self) -> None:
+        self.ids = array("q")  # per slot: entry id
+        self.pubs = array("q")  # per slot: published, epoch seconds
+        self.keys: _U32 = np.empty(0, np.uint32)
+        self.slots: _U32 = np.empty(0, np.uint32)
+        self.recent: dict[int, list[int]] = {}
+        self.recent_pairs = 0
+
+    def add(self, entry_id: int, published: int, keys: _U32) -> None:
+        slot = len(self.ids)
+        self.ids.append(entry_id)
+        self.pubs.append(published)
+        for k in keys.tolist():
+            self.recent.setdefault(k, []).append(slot)
+        self.recent_pairs += len(keys)
+        if self.recent_pairs >= _MERGE_PAIRS:
+            self.merge()
+
+    def extend(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
+        """Add many entries (id, published, packed keys) at once: a rebuild's."""
+        first, blobs, counts = len(self.ids), [], []
+        for eid, published, blob in rows:
+            self.ids.append(eid)
+            self.pubs.append(published)
+            blobs.append(blob)
+            counts.append(len(blob) // 8)
+        slots = np.repeat(np.arange(first, len(self.ids), dtype=np.uint32), counts)
+        self._insert(_keys32(b"".join(blobs)), slots)
+
+    def merge(self) -> None:
+        """Fold the recent pairs into the sorted arrays."""
+        if not self.recent_pairs:
+            return
+        keys = np.fromiter(
+            (k for k, slots in self.recent.items() for _ in slots), np.uint32, self.recent_pairs
+        )
+        slots = np.fromiter(
+            (s for v in self.recent.values() for s in v), np.uint32, self.recent_pairs
+        )
+        self.recent, self.recent_pairs = {}, 0
+        self._insert(keys, slots)
+
+    def _insert(self, keys: _U32, slots: _U32) -> None:
+        # Sort the new pairs, then one pass over the arrays (np.insert), not a sort of all.
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], slots[order]
+        at = np.searchsorted(self.keys, keys, side="right")
+        self.keys = np.insert(self.keys, at, keys)
+        self.slots = np.insert(self.slots, at, slots)
+
+    def newest(self, wanted: _U32, lo: int, hi: int) -> dict[int, list[tuple[int, int]]]:
+        """For each key of ``wanted`` (distinct): its ``BUCKET_ROWS`` newest entries
+        published within [lo, hi], as (entry id, published)."""
+        left = np.searchsorted(self.keys, wanted, side="left")
+        counts = np.searchsorted(self.keys, wanted, side="right") - left
+        total = int(counts.sum())
+        # Every matching position at once: key i's run is left[i] .. left[i] + counts[i].
+        which = np.repeat(np.arange(len(wanted)), counts)
+        at = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        slots = self.slots[np.repeat(left, counts) + at]
+        if self.recent:
+            extra = [(i, s) for i, k in enumerate(wanted.tolist()) for s in self.recent.get(k, ())]
+            if extra:
+                more = np.array(extra, dtype=np.int64).reshape(-1, 2)
+                which = np.concatenate([which, more[:, 0]])
+                slots = np.concatenate([slots.astype(np.int64), more[:, 1]])
+        pubs = np.frombuffer(self.pubs, dtype=np.int64)[slots]
+        keep = (pubs >= lo) & (pubs <= hi)
+        which, slots, pubs = which[keep], slots[keep], pubs[keep]
+        order = np.lexsort((-pubs, which))  # by key, the newest first
+        which, slots, pubs = which[order], slots[order], pubs[order]
+        # Rank within its key's run; keep the first BUCKET_ROWS of each.
+        first = np.r_[0, np.flatnonzero(np.diff(which)) + 1] if len(which) else which
+        starts = np.repeat(first, np.diff(np.r_[first, len(which)]))
+        keep = np.arange(len(which)) - starts < BUCKET_ROWS
+        ids = np.frombuffer(self.ids, dtype=np.int64)
+        out: dict[int, list[tuple[int, int]]] = {}
+        keys = wanted.tolist()
+        for i, eid, pub in zip(
+            which[keep].tolist(), ids[slots[keep]].tolist(), pubs[keep].tolist(), strict=True
+        ):
+            out.setdefault(keys[i], []).append((eid, pub))
+        return out
+
+
+class BucketIndex:
+    """The bucket keys of the stored entries published recently, in memory, for the
+    lookup of one store (see the module's docstring); one per Repository, thread-safe."""
+
+    def __init__(self, *, gaps: bool) -> None:
+        self._lock = threading.Lock()
+        self._keys = _Keys()
+        self._gaps_on = gaps
+        self._gaps: dict[int, float] = {}  # entry id skipped over -> when first missed
+        self._high = 0  # the highest entry id read
+        self._start: int | None = None  # published from (epoch s); None: not built
+        self._span: timedelta | None = None
+        self._built = 0.0
+
+    def candidates_many(
+        self,
+        s: Session,
+        fps: Sequence[Fingerprint],
+        window: timedelta,
+        limit: int = CANDIDATE_LIMIT,
+    ) -> list[list[NearCandidate]]:
+        """The stored near-duplicate candidates of each of ``fps`` (one poll's entries).
+
+        For each: the entries published within ``window`` of it that share most buckets
+        with it (ties: the older id), at most ``limit``. A bucket contributes its
+        ``BUCKET_ROWS`` newest entries within the poll's dates: a crowded bucket (the words
+        every title of a feed shares) says little about which entry is a rewrite. The
+        signatures of all chosen entries come in one query.
+        """
+        wanted = [fp for fp in fps if fp.buckets]
+        if not wanted:
+            return [[] for _ in fps]
+        w = int(window.total_seconds())
+        lo = min(_seconds(fp.published) for fp in wanted) - w
+        hi = max(_seconds(fp.published) for fp in wanted) + w
+        keys = np.fromiter({b & _KEY_MASK for fp in wanted for b in fp.buckets}, np.uint32)
+        with self._lock:
+            start = self._refresh(s, window)
+            by_bucket = self._keys.newest(keys, lo, hi)
+        if lo < start:
+            # Dates before the horizon: their signatures, read for this lookup. What the
+            # index gave is newer, so it comes first in each bucket's newest rows.
+            older = _archive(s, lo, min(hi, start - 1))
+            for k, rows in older.newest(keys, lo, hi).items():
+                by_bucket[k] = (by_bucket.get(k, []) + rows)[:BUCKET_ROWS]
+        chosen: list[list[int]] = []
+        for fp in fps:
+            at = _seconds(fp.published)
+            shared: Counter[int] = Counter()
+            for b in {b & _KEY_MASK for b in fp.buckets}:
+                for eid, published in by_bucket.get(b, ()):
+                    if at - w <= published <= at + w:
+                        shared[eid] += 1
+            chosen.append(sorted(shared, key=lambda e: (-shared[e], e))[:limit])
+        found = _load(s, list({eid for ids in chosen for eid in ids}))
+        return [[found[e] for e in ids if e in found] for ids in chosen]
+
+    def _refresh(self, s: Session, window: timedelta) -> int:
+        """Bring the index up to what ``s`` sees; the horizon's start (epoch s)."""
+        span = window + HORIZON_MARGIN
+        if (
+            self._start is None
+            or span != self._span
+            or time.monotonic() - self._built > REBUILD_SECONDS
+        ):
+            self._rebuild(s, span)
+        else:
+            self._sync(s)
+        assert self._start is not None
+        return self._start
+
+    def _rebuild(self, s: Session, span: timedelta) -> None:
+        sig = EntrySignatureRow
+        newest = s.scalar(select(func.max(sig.published)))
+        now = datetime.now(UTC)
+        start = (min(newest, now) if newest else now) - span
+        self._keys, self._gaps, self._high = _Keys(), {}, 0
+        self._start, self._span, self._built = _seconds(start), span, time.monotonic()
+        # The highest id first: a row committed between the two reads is read by both,
+        # and the next sync must not add it again.
+        high = s.scalar(select(func.max(sig.entry_id))) or 0
+        rows = s.execute(_rows().where(sig.published >= start, sig.entry_id <= high))
+        self._keys.extend((eid, _seconds(published), blob) for eid, published, blob in rows)
+        if self._gaps_on:
+            # Ids of transactions still open now: a while to appear.
+            seen = set(self._keys.ids)
+            stamp = time.monotonic()
+            self._gaps = {i: stamp for i in range(max(1, high - 1000), high + 1) if i not in seen}
+        self._high = high
+
+    def _sync(self, s: Session) -> None:
+        sig = EntrySignatureRow
+        newer = sig.entry_id > self._high
+        stamp = time.monotonic()
+        if self._gaps:
+            self._gaps = {i: t for i, t in self._gaps.items() if stamp - t < GAP_SECONDS}
+        if self._gaps:
+            # At most a few hundred: the ids handed out in the last two minutes.
+            newer = or_(newer, sig.entry_id.in_(list(self._gaps)))
+        ids = self._add(s.execute(_rows().where(newer).order_by(sig.entry_id)))
+        for i in ids:
+            self._gaps.pop(i, None)
+        top = max(ids, default=self._high)
+        if self._gaps_on and top > self._high:
+            got = set(ids)
+            self._gaps.update((i, stamp) for i in range(self._high + 1, top) if i not in got)
+        self._high = max(self._high, top)
+
+    def _add(self, rows: Iterable[Any]) -> list[int]:
+        assert self._start is not None
+        ids = []
+        for eid, published, blob in rows:
+            ids.append(eid)
+            at = _seconds(published)
+            if at >= self._start and blob:
+                self._keys.add(eid, at, _keys32(blob))
+        return ids
+
+
+def _rows() -> Any:
+    sig = EntrySignatureRow
+    return select(sig.entry_id, sig.published, sig.buckets)
+
+
+def _archive(s: Session, lo: int, hi: int) -> _Keys:
+    """The buckets of the entries published in [lo, hi] (epoch s), the newest
+    ``ARCHIVE_ROWS`` of them: for a lookup of dates the memory index does not hold."""
+    sig = EntrySignatureRow
+    keys = _Keys()
+    q = (
+        _rows()
+        .where(
+            and_(
+                sig.published >= datetime.fromtimestamp(lo, UTC),
+                sig.published <= datetime.fromtimestamp(hi, UTC),
+            )
+        )
+        .order_by(sig.published.desc())
+        .limit(ARCHIVE_ROWS)
+    )
+    keys.extend((eid, _seconds(published), blob) for eid, published, blob in s.execute(q))
+    return keys
 
 
 def _load(s: Session, ids: Sequence[int]) -> dict[int, NearCandidate]:

@@ -186,6 +186,9 @@ class Repository:
         self.local_changes = 0
         # feeds.yaml dedup.preferred_sources: whose headline a story shows (set by the app).
         self.preferred_sources: tuple[str, ...] = ()
+        # The near-duplicate lookup's buckets, in memory (storage/neardup.py); on
+        # PostgreSQL, other processes' commits can show entry ids out of order.
+        self._buckets = neardup_store.BucketIndex(gaps=not _is_sqlite(url))
 
     def close(self) -> None:
         self._read.dispose()
@@ -757,7 +760,7 @@ class Repository:
                 if i.fingerprint is not None and not (i.canonical_url and i.canonical_url in by_url)
             ]
             fps = [i.fingerprint for i in asking if i.fingerprint is not None]
-            found_all = neardup_store.candidates_many(s, fps, matcher.window)
+            found_all = self._buckets.candidates_many(s, fps, matcher.window)
             stored = {i.identity: c for i, c in zip(asking, found_all, strict=True)}
         for n, intent in enumerate(intents):
             url, fp = intent.canonical_url, intent.fingerprint

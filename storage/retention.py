@@ -9,8 +9,8 @@ one transaction::
     expire:  tombstones the feed has not sent for `tombstone_days` -> rows deleted
 
 A tombstone keeps what dedup needs: the entry's (feed, identity) and content hash, its
-near-duplicate signature and buckets, and its story (uid and canonical URL). So a pruned
-item its feed sends again is "unchanged", never new; a rewrite of it joins its old story.
+near-duplicate signature (with its buckets), and its story (uid and canonical URL). So a
+pruned item its feed sends again is "unchanged", never new; a rewrite of it joins its old story.
 Expiry counts from ``last_seen_at``, which every poll that still sees the item refreshes:
 a tombstone never expires while its feed still carries the item.
 
@@ -33,7 +33,6 @@ from .models import (
     EntrySignatureRow,
     EntryTagRow,
     FeedRow,
-    StoryBucketRow,
     StoryRow,
 )
 
@@ -147,7 +146,6 @@ def _expire(s: Session, before: datetime, dry_run: bool) -> int:
     for chunk in _chunks(ids):
         # Children first: SQLite enforces no ON DELETE CASCADE unless told to.
         s.execute(delete(EntryTagRow).where(EntryTagRow.entry_id.in_(chunk)))
-        s.execute(delete(StoryBucketRow).where(StoryBucketRow.entry_id.in_(chunk)))
         s.execute(delete(EntrySignatureRow).where(EntrySignatureRow.entry_id.in_(chunk)))
         s.execute(delete(EntryRow).where(EntryRow.id.in_(chunk)))
     return len(ids)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +18,7 @@ from aggregator import dedup
 from aggregator.neardup import Matcher, features, fingerprint, jaccard
 from aggregator.types import Fingerprint, NearCandidate, ParsedEntry
 from storage import open_repository
-from storage.neardup import BUCKET_ROWS, candidates_many
+from storage.neardup import BUCKET_ROWS, BucketIndex
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from dedup_eval import evaluate, load, run  # noqa: E402
@@ -163,42 +165,39 @@ def test_titles_whose_numbers_disagree_stay_apart() -> None:
 
 
 def _shared_buckets(s: Any, f: Fingerprint, window: timedelta, limit: int = 50) -> list[int]:
-    """The reference: one SQL query for one entry, every bucket row read (no bound)."""
-    from sqlalchemy import func, select
+    """The reference: every stored signature compared, its 64-bit keys, no bound."""
+    from sqlalchemy import select
 
-    from storage.models import StoryBucketRow as B
+    from storage.models import EntrySignatureRow as S
 
-    shared = func.count().label("shared")
-    return [
-        eid
-        for eid, _ in s.execute(
-            select(B.entry_id, shared)
-            .where(
-                B.bucket.in_(list(dict.fromkeys(f.buckets))),
-                B.published >= f.published - window,
-                B.published <= f.published + window,
-            )
-            .group_by(B.entry_id)
-            .order_by(shared.desc(), B.entry_id)
-            .limit(limit)
-        ).all()
-    ]
+    mine = set(f.buckets)
+    shared = {
+        eid: len(mine & set(np.frombuffer(blob, dtype="<i8").tolist()))
+        for eid, published, blob in s.execute(select(S.entry_id, S.published, S.buckets))
+        if abs(published - f.published) <= window
+    }
+    return sorted((e for e, n in shared.items() if n), key=lambda e: (-shared[e], e))[:limit]
 
 
-def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: str) -> None:
-    """With no crowded bucket, the poll's batched lookup finds what a plain GROUP BY of
-    each entry's bucket rows finds."""
+def _index(db_url: str) -> BucketIndex:
+    return BucketIndex(gaps=db_url.startswith("postgresql"))
+
+
+def test_a_polls_candidates_are_those_a_scan_of_every_signature_finds(db_url: str) -> None:
+    """With no crowded bucket, the memory index finds for a whole poll what comparing
+    each entry with every stored signature finds."""
     items = load()
     run(db_url, items[::2], dedup.DEFAULT_POLICY)
     fps = [f for f in (fingerprint(i.entry, i.entry.link) for i in items[1::2]) if f]
     repo = open_repository(db_url, run_migrations=False)
     window = Matcher().window
+    index = _index(db_url)
     try:
         with repo._reading() as s:
-            many = candidates_many(s, fps, window)
+            many = index.candidates_many(s, fps, window)
             one = [_shared_buckets(s, f, window) for f in fps]
-            few = candidates_many(s, fps, window, limit=2)
-            assert candidates_many(s, [], window) == []
+            few = index.candidates_many(s, fps, window, limit=2)
+            assert index.candidates_many(s, [], window) == []
     finally:
         repo.close()
     ids = [sorted(c.entry_id for c in found) for found in many]
@@ -207,28 +206,31 @@ def test_a_polls_candidates_in_two_queries_are_those_found_one_by_one(db_url: st
     assert [len(f) for f in few] == [min(2, len(i)) for i in ids]
 
 
+def _copies(n: int, at: datetime) -> list[Any]:
+    from dedup_eval import Item
+
+    return [
+        Item(
+            "peru",
+            f"https://outlet{k}.example/feed",
+            entry(
+                *PERU, link=f"https://outlet{k}.example/peru", published=at + timedelta(minutes=k)
+            ),
+        )
+        for k in range(n)
+    ]
+
+
 def test_a_crowded_bucket_is_read_newest_rows_first_and_bounded(db_url: str) -> None:
     """Forty stored copies share every bucket: a lookup reads BUCKET_ROWS of each, the
     newest, so its cost does not grow with the crowd."""
-    from dedup_eval import Item
-
-    copies = [
-        Item(
-            "peru",
-            f"https://outlet{n}.example/feed",
-            entry(
-                *PERU, link=f"https://outlet{n}.example/peru", published=T + timedelta(minutes=n)
-            ),
-        )
-        for n in range(40)
-    ]
-    run(db_url, copies, dedup.DEFAULT_POLICY)
+    run(db_url, _copies(40, T), dedup.DEFAULT_POLICY)
     rewrite = fp(*PERU_REWRITE, published=T + timedelta(hours=1))
     repo = open_repository(db_url, run_migrations=False)
     window = Matcher().window
     try:
         with repo._reading() as s:
-            [found] = candidates_many(s, [rewrite], window)
+            [found] = _index(db_url).candidates_many(s, [rewrite], window)
             every = _shared_buckets(s, rewrite, window)
             stored = repo.entry_batch(0, 100)
     finally:
@@ -239,23 +241,101 @@ def test_a_crowded_bucket_is_read_newest_rows_first_and_bounded(db_url: str) -> 
     assert sorted(c.entry_id for c in found) == sorted(e.id for e in newest)
 
 
-def test_bucket_rows_store_dates_as_the_other_tables_do(db_url: str) -> None:
-    """Bucket rows go in through the driver (storage/bulk.py), with the date in the form
-    SQLAlchemy gives every other date column: SQLite compares them as text."""
+def test_the_index_sees_what_other_processes_saved_since_it_was_built(db_url: str) -> None:
+    """Entries saved through another store connection after the index was built (another
+    poller, an ingest process) are candidates of the next lookup."""
+    window = Matcher().window
+    rewrite = fp(*PERU_REWRITE, published=T + timedelta(hours=1))
+    run(db_url, load()[:20], dedup.DEFAULT_POLICY)
+    repo = open_repository(db_url, run_migrations=False)
+    index = _index(db_url)
+    try:
+        with repo._reading() as s:
+            [before] = index.candidates_many(s, [rewrite], window)
+        run(db_url, _copies(3, T + timedelta(days=1)), dedup.DEFAULT_POLICY)
+        with repo._reading() as s:
+            [after] = index.candidates_many(s, [rewrite], window)
+    finally:
+        repo.close()
+    new = {c.entry_id: c for c in after}.keys() - {c.entry_id for c in before}
+    assert len(new) == 3
+    assert all(c.fingerprint.title == fp(*PERU).title for c in after if c.entry_id in new)
+
+
+def test_an_archive_date_is_looked_up_in_the_store_not_the_index(db_url: str) -> None:
+    """The index holds the entries of the last days before the newest one; a rewrite of
+    an item from months before is still found, through a read of those dates."""
+    from storage.neardup import HORIZON_MARGIN
+
+    old = T - timedelta(days=90)
+    run(db_url, _copies(2, old) + load()[:10], dedup.DEFAULT_POLICY)
+    window = Matcher().window
+    repo = open_repository(db_url, run_migrations=False)
+    index = _index(db_url)
+    try:
+        with repo._reading() as s:
+            [found] = index.candidates_many(s, [fp(*PERU_REWRITE, published=old)], window)
+            [none] = index.candidates_many(s, [fp(*PERU_REWRITE, published=T)], window)
+            held = set(index._keys.ids)
+            stored = repo.entry_batch(0, 100)
+    finally:
+        repo.close()
+    archive = {e.id for e in stored if e.entry.published < T - window}
+    assert len(archive) == 2
+    assert {c.entry_id for c in found} == archive
+    assert none and not {c.entry_id for c in none} & archive
+    newest = max(e.entry.published for e in stored)
+    recent = {e.id for e in stored if e.entry.published >= newest - window - HORIZON_MARGIN}
+    assert held == recent and len(held) < len(stored)
+
+
+# SQLite has one writer, and the lookup runs inside its write transaction: no such order.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_postgresql_entry_ids_committed_out_of_order_are_not_missed(db_url: str) -> None:
+    """On PostgreSQL an entry id is taken at insert and visible at commit: a transaction
+    still open when the index read a higher id commits later, and is read then."""
+    from sqlalchemy import insert, select
+
+    from storage.models import EntryRow, EntrySignatureRow
     from storage.repository import make_engine
 
-    run(db_url, load()[:6], dedup.DEFAULT_POLICY)
+    run(db_url, _copies(1, T) + load()[:6], dedup.DEFAULT_POLICY)
+    window = Matcher().window
+    rewrite = fp(*PERU_REWRITE, published=T + timedelta(hours=1))
     engine = make_engine(db_url)
+    repo = open_repository(db_url, run_migrations=False)
+    index = _index(db_url)
+
+    def copy(conn: Any, identity: str) -> int:
+        # The stored Peru entry again, under a new identity and id.
+        row = conn.execute(select(EntryRow.__table__).order_by(EntryRow.id).limit(1)).one()
+        values = {k: v for k, v in row._mapping.items() if k != "id"} | {"identity": identity}
+        eid = conn.execute(insert(EntryRow.__table__).returning(EntryRow.id), values).scalar()
+        sig = conn.execute(
+            select(EntrySignatureRow.__table__).where(EntrySignatureRow.entry_id == row.id)
+        ).one()
+        conn.execute(insert(EntrySignatureRow.__table__), {**sig._mapping, "entry_id": eid})
+        return int(eid)
+
+    def found() -> set[int]:
+        with repo._reading() as s:
+            return {c.entry_id for c in index.candidates_many(s, [rewrite], window)[0]}
+
     try:
-        with engine.connect() as conn:
-            signatures = dict(
-                conn.exec_driver_sql("SELECT entry_id, published FROM entry_signatures").all()
-            )
-            buckets = conn.exec_driver_sql("SELECT entry_id, published FROM story_buckets").all()
+        before = found()
+        slow = engine.connect()
+        tx = slow.begin()
+        late = copy(slow, "slow")  # takes an id, does not commit yet
+        with engine.begin() as fast:
+            early = copy(fast, "fast")  # a higher id, committed at once
+        assert late < early
+        assert found() == before | {early}
+        tx.commit()
+        slow.close()
+        assert found() == before | {early, late}
     finally:
+        repo.close()
         engine.dispose()
-    assert signatures and len(buckets) > len(signatures)
-    assert all(published == signatures[eid] for eid, published in buckets)
 
 
 @settings(deadline=None)  # datasketch draws its permutations anew for every MinHash
@@ -291,14 +371,15 @@ def test_a_poll_compares_an_item_with_its_bucket_mates_only() -> None:
     assert len(crowd) == 50 and crowd[0].entry_id == -1
 
 
-def test_the_bands_migration_rebuilds_every_stored_bucket(db_url: str, monkeypatch: Any) -> None:
-    """A store indexed with other bands (the old 32 x 2) gets the current buckets back."""
+def test_the_bucket_migrations_rebuild_every_stored_bucket(db_url: str, monkeypatch: Any) -> None:
+    """A store indexed with other bands (the old 32 x 2) in story_buckets rows gets the
+    current buckets back, packed in its signature rows; the downgrade gives the rows."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
-    from sqlalchemy import select
+    from sqlalchemy import inspect, select, text
 
     import aggregator.neardup as nd
-    from storage.models import EntryRow, StoryBucketRow
+    from storage.models import EntryRow, EntrySignatureRow
     from storage.repository import make_engine, migrate
 
     items = load()
@@ -316,36 +397,48 @@ def test_the_bands_migration_rebuilds_every_stored_bucket(db_url: str, monkeypat
         if f is not None:
             want[eid] = set(f.buckets)
 
-    def bucket_rows() -> dict[int, set[int]]:
+    def buckets() -> tuple[str, dict[int, set[int]]]:
+        """Where the store keeps its buckets, and each entry's."""
         engine = make_engine(db_url)
         try:
             with engine.connect() as conn:
                 got: dict[int, set[int]] = {}
-                for eid, b in conn.execute(select(StoryBucketRow.entry_id, StoryBucketRow.bucket)):
-                    got.setdefault(eid, set()).add(b)
-                return got
+                if inspect(conn).has_table("story_buckets"):
+                    for eid, b in conn.execute(text("SELECT entry_id, bucket FROM story_buckets")):
+                        got.setdefault(eid, set()).add(b)
+                    return "rows", got
+                q = select(EntrySignatureRow.entry_id, EntrySignatureRow.buckets)
+                for eid, blob in conn.execute(q):
+                    got[eid] = set(np.frombuffer(blob, dtype="<i8").tolist())
+                return "packed", got
         finally:
             engine.dispose()
 
-    assert bucket_rows() == want
-    cfg = AlembicConfig()
-    cfg.set_main_option(
-        "script_location", str(Path(__file__).parent.parent / "storage" / "migrations")
-    )
-    engine = make_engine(db_url)
-    try:
-        with monkeypatch.context() as m, engine.begin() as conn:
-            m.setattr(nd, "TEXT_PERM", 64)
-            m.setattr(nd, "TEXT_ROWS", 2)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "i7_retention")
-    finally:
-        engine.dispose()
-    old = bucket_rows()
-    assert old.keys() == want.keys() and old != want
+    def downgrade(to: str) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option(
+            "script_location", str(Path(__file__).parent.parent / "storage" / "migrations")
+        )
+        engine = make_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, to)
+        finally:
+            engine.dispose()
+
+    assert buckets() == ("packed", want)
+    downgrade("i3_lsh_bands")
+    assert buckets() == ("rows", want)
+    with monkeypatch.context() as m:
+        m.setattr(nd, "TEXT_PERM", 64)
+        m.setattr(nd, "TEXT_ROWS", 2)
+        downgrade("i7_retention")
+    where, old = buckets()
+    assert where == "rows" and old.keys() == want.keys() and old != want
     assert all(len(old[e] - want[e]) >= 30 for e in want)  # the text bands all differ
     migrate(db_url)
-    assert bucket_rows() == want
+    assert buckets() == ("packed", want)
     # And the rebuilt index finds the stored rewrites of the other half's stories.
     s = evaluate(db_url)
     assert s.precision >= 0.97 and s.recall >= 0.85
