@@ -20,6 +20,7 @@ entries dirtied ~1,100 pages, each written to the WAL and checkpointed: about 3 
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from array import array
@@ -69,7 +70,7 @@ def _pack(features: Sequence[int]) -> bytes:
 
 
 def _unpack(blob: bytes) -> tuple[int, ...]:
-    return tuple(array("I", blob))
+    return struct.unpack(f"={len(blob) // 4}I", blob)  # as array("I") packed them
 
 
 def pack_buckets(buckets: Iterable[int]) -> bytes:
@@ -83,8 +84,17 @@ def _keys32(blob: bytes) -> _U32:
     return np.frombuffer(blob, dtype="<i8").astype(np.uint32)
 
 
-def _seconds(when: datetime) -> int:
-    return int(when.timestamp())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _micros(when: datetime) -> int:
+    """Microseconds since the epoch: exact, as the stored dates are."""
+    return (when - _EPOCH) // _US
+
+
+def _when(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
@@ -126,7 +136,7 @@ class _Keys:
 
     def __init__(self) -> None:
         self.ids = array("q")  # per slot: entry id
-        self.pubs = array("q")  # per slot: published, epoch seconds
+        self.pubs = array("q")  # per slot: published, epoch microseconds
         self.keys: _U32 = np.empty(0, np.uint32)
         self.slots: _U32 = np.empty(0, np.uint32)
         self.recent: dict[int, list[int]] = {}
@@ -219,7 +229,7 @@ class BucketIndex:
         self._gaps_on = gaps
         self._gaps: dict[int, float] = {}  # entry id skipped over -> when first missed
         self._high = 0  # the highest entry id read
-        self._start: int | None = None  # published from (epoch s); None: not built
+        self._start: int | None = None  # published from (epoch µs); None: not built
         self._span: timedelta | None = None
         self._built = 0.0
 
@@ -241,9 +251,9 @@ class BucketIndex:
         wanted = [fp for fp in fps if fp.buckets]
         if not wanted:
             return [[] for _ in fps]
-        w = int(window.total_seconds())
-        lo = min(_seconds(fp.published) for fp in wanted) - w
-        hi = max(_seconds(fp.published) for fp in wanted) + w
+        w = window // _US
+        lo = min(_micros(fp.published) for fp in wanted) - w
+        hi = max(_micros(fp.published) for fp in wanted) + w
         keys = np.fromiter({b & _KEY_MASK for fp in wanted for b in fp.buckets}, np.uint32)
         with self._lock:
             start = self._refresh(s, window)
@@ -255,19 +265,21 @@ class BucketIndex:
             for k, rows in older.newest(keys, lo, hi).items():
                 by_bucket[k] = (by_bucket.get(k, []) + rows)[:BUCKET_ROWS]
         chosen: list[list[int]] = []
+        published: dict[int, int] = {}
         for fp in fps:
-            at = _seconds(fp.published)
+            at = _micros(fp.published)
             shared: Counter[int] = Counter()
             for b in {b & _KEY_MASK for b in fp.buckets}:
-                for eid, published in by_bucket.get(b, ()):
-                    if at - w <= published <= at + w:
+                for eid, when in by_bucket.get(b, ()):
+                    if at - w <= when <= at + w:
                         shared[eid] += 1
+                        published[eid] = when
             chosen.append(sorted(shared, key=lambda e: (-shared[e], e))[:limit])
-        found = _load(s, list({eid for ids in chosen for eid in ids}))
+        found = _load(s, {eid: published[eid] for ids in chosen for eid in ids})
         return [[found[e] for e in ids if e in found] for ids in chosen]
 
     def _refresh(self, s: Session, window: timedelta) -> int:
-        """Bring the index up to what ``s`` sees; the horizon's start (epoch s)."""
+        """Bring the index up to what ``s`` sees; the horizon's start (epoch µs)."""
         span = window + HORIZON_MARGIN
         if (
             self._start is None
@@ -286,12 +298,12 @@ class BucketIndex:
         now = datetime.now(UTC)
         start = (min(newest, now) if newest else now) - span
         self._keys, self._gaps, self._high = _Keys(), {}, 0
-        self._start, self._span, self._built = _seconds(start), span, time.monotonic()
+        self._start, self._span, self._built = _micros(start), span, time.monotonic()
         # The highest id first: a row committed between the two reads is read by both,
         # and the next sync must not add it again.
         high = s.scalar(select(func.max(sig.entry_id))) or 0
         rows = s.execute(_rows().where(sig.published >= start, sig.entry_id <= high))
-        self._keys.extend((eid, _seconds(published), blob) for eid, published, blob in rows)
+        self._keys.extend((eid, _micros(published), blob) for eid, published, blob in rows)
         if self._gaps_on:
             # Ids of transactions still open now: a while to appear.
             seen = set(self._keys.ids)
@@ -322,7 +334,7 @@ class BucketIndex:
         ids = []
         for eid, published, blob in rows:
             ids.append(eid)
-            at = _seconds(published)
+            at = _micros(published)
             if at >= self._start and blob:
                 self._keys.add(eid, at, _keys32(blob))
         return ids
@@ -334,7 +346,7 @@ def _rows() -> Any:
 
 
 def _archive(s: Session, lo: int, hi: int) -> _Keys:
-    """The buckets of the entries published in [lo, hi] (epoch s), the newest
+    """The buckets of the entries published in [lo, hi] (epoch µs), the newest
     ``ARCHIVE_ROWS`` of them: for a lookup of dates the memory index does not hold."""
     sig = EntrySignatureRow
     keys = _Keys()
@@ -342,24 +354,28 @@ def _archive(s: Session, lo: int, hi: int) -> _Keys:
         _rows()
         .where(
             and_(
-                sig.published >= datetime.fromtimestamp(lo, UTC),
-                sig.published <= datetime.fromtimestamp(hi, UTC),
+                sig.published >= _when(lo),
+                sig.published <= _when(hi),
             )
         )
         .order_by(sig.published.desc())
         .limit(ARCHIVE_ROWS)
     )
-    keys.extend((eid, _seconds(published), blob) for eid, published, blob in s.execute(q))
+    keys.extend((eid, _micros(published), blob) for eid, published, blob in s.execute(q))
     return keys
 
 
-def _load(s: Session, ids: Sequence[int]) -> dict[int, NearCandidate]:
-    """The stored signatures of ``ids`` with their entries' story and feed, by entry id."""
+def _load(s: Session, published: dict[int, int]) -> dict[int, NearCandidate]:
+    """The stored signatures of the entries ``published`` names (id -> date, epoch µs, as
+    the index holds it), with their entries' story and feed, by entry id."""
     found: dict[int, NearCandidate] = {}
-    sig = EntrySignatureRow
+    sig = cast(Table, EntrySignatureRow.__table__).c
+    entry = cast(Table, EntryRow.__table__).c
+    ids = list(published)
+    conn = s.connection()
     for i in range(0, len(ids), 500):
-        # Columns, not ORM objects: a poll reads about six signatures per new entry, and
-        # building (and tracking) an object for each cost more than the read.
+        # Core columns on the connection: a poll reads tens of signatures per new entry,
+        # and the ORM's per-row work (and the date's parsing) cost more than the read.
         q = (
             select(
                 sig.entry_id,
@@ -367,14 +383,13 @@ def _load(s: Session, ids: Sequence[int]) -> dict[int, NearCandidate]:
                 sig.title,
                 sig.short,
                 sig.host,
-                sig.published,
-                EntryRow.story_id,
-                EntryRow.feed_id,
+                entry.story_id,
+                entry.feed_id,
             )
-            .join(EntryRow, EntryRow.id == sig.entry_id)
+            .join_from(sig.entry_id.table, entry.id.table, entry.id == sig.entry_id)
             .where(sig.entry_id.in_(ids[i : i + 500]))
         )
-        for eid, features, title, short, host, published, story_id, feed_id in s.execute(q):
+        for eid, features, title, short, host, story_id, feed_id in conn.execute(q):
             found[eid] = NearCandidate(
                 entry_id=eid,
                 story_id=story_id,
@@ -382,9 +397,9 @@ def _load(s: Session, ids: Sequence[int]) -> dict[int, NearCandidate]:
                 fingerprint=Fingerprint(
                     features=_unpack(features),
                     title=tuple(title.split()),
-                    short=short,
+                    short=bool(short),
                     host=host,
-                    published=published,
+                    published=_when(published[eid]),
                 ),
             )
     return found
