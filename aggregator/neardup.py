@@ -282,6 +282,12 @@ class Matcher:
 
     def score(self, new: Fingerprint, old: Fingerprint, same_feed: bool) -> float | None:
         """The similarity of two entries when they are one story, else None."""
+        return self._score(new, old, same_feed, set(new.features))
+
+    def _score(
+        self, new: Fingerprint, old: Fingerprint, same_feed: bool, mine: set[int]
+    ) -> float | None:
+        # ``mine``: the new entry's features as a set, made once for all its candidates.
         if abs(new.published - old.published) > self.window:
             return None
         if same_feed and jaccard(new.title, old.title) < self.title_threshold:
@@ -298,7 +304,10 @@ class Matcher:
             # still the same day's news at 00:10.
             same_day = abs(new.published - old.published) <= SAME_DAY
             return overlap if same_host or same_day else None
-        score = jaccard(new.features, old.features)
+        # Feature tuples hold distinct hashes: the union needs no second set.
+        shared = len(mine.intersection(old.features))
+        union = len(mine) + len(old.features) - shared
+        score = shared / union if union else 0.0
         return score if score >= self.threshold else None
 
     def choose(
@@ -306,8 +315,9 @@ class Matcher:
     ) -> int | None:
         """The story of the most similar candidate that is a match (the oldest on ties)."""
         best: tuple[float, int] | None = None
+        mine = set(new.features)
         for c in candidates:
-            s = self.score(new, c.fingerprint, c.feed_id == feed_id)
+            s = self._score(new, c.fingerprint, c.feed_id == feed_id, mine)
             if s is None:
                 continue
             key = (s, -c.story_id)

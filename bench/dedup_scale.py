@@ -180,7 +180,7 @@ def main() -> None:
                 keys = timers[n].repo._buckets._keys
                 print(
                     f"  memory index: {len(keys.ids):,} entries, "
-                    f"{(keys.keys.nbytes + keys.slots.nbytes) / 1e6:.0f} MB of keys",
+                    f"{keys.nbytes / 1e6:.0f} MB in {len(keys.runs)} runs",
                     flush=True,
                 )
             # Sizes take turns, so a busy moment of the machine hits all of them alike.

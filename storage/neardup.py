@@ -56,7 +56,10 @@ ARCHIVE_ROWS = 5_000
 # over are asked for again on every sync, for this long (then: rolled back, or an entry
 # without a signature).
 GAP_SECONDS = 120.0
-_MERGE_PAIRS = 1 << 16
+# Memory index: pairs (key, entry) kept in a dict before they become a sorted run, and
+# the longest run (8 bytes a pair).
+_RECENT_PAIRS = 1 << 14
+_RUN_PAIRS = 1 << 21
 _KEY_MASK = 0xFFFFFFFF
 
 _U32 = npt.NDArray[np.uint32]
@@ -131,16 +134,30 @@ def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
 
 
 class _Keys:
-    """Bucket key (32 bits) -> the entries that have it: a sorted array, and the pairs
-    added since it was last merged."""
+    """Bucket key (32 bits) -> the entries that have it.
+
+    Sorted runs of (key, slot) pairs, each at most ``_RUN_PAIRS`` long, and the pairs added
+    since the last run was made, in a dict. Runs of about equal size are merged, so there
+    are few of them (one binary search each per lookup), and a merge never copies more than
+    one run's worth: one sorted array of all the pairs made every merge copy the index.
+    """
 
     def __init__(self) -> None:
         self.ids = array("q")  # per slot: entry id
         self.pubs = array("q")  # per slot: published, epoch microseconds
-        self.keys: _U32 = np.empty(0, np.uint32)
-        self.slots: _U32 = np.empty(0, np.uint32)
+        self.runs: list[tuple[_U32, _U32]] = []  # (keys, slots), each sorted by key
         self.recent: dict[int, list[int]] = {}
         self.recent_pairs = 0
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(k) for k, _ in self.runs) + self.recent_pairs
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the arrays (the dict of recent pairs aside)."""
+        runs = sum(k.nbytes + v.nbytes for k, v in self.runs)
+        return runs + len(self.ids) * 16
 
     def add(self, entry_id: int, published: int, keys: _U32) -> None:
         slot = len(self.ids)
@@ -149,7 +166,7 @@ class _Keys:
         for k in keys.tolist():
             self.recent.setdefault(k, []).append(slot)
         self.recent_pairs += len(keys)
-        if self.recent_pairs >= _MERGE_PAIRS:
+        if self.recent_pairs >= _RECENT_PAIRS:
             self.merge()
 
     def extend(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
@@ -160,11 +177,13 @@ class _Keys:
             self.pubs.append(published)
             blobs.append(blob)
             counts.append(len(blob) // 8)
+        keys = _keys32(b"".join(blobs))
         slots = np.repeat(np.arange(first, len(self.ids), dtype=np.uint32), counts)
-        self._insert(_keys32(b"".join(blobs)), slots)
+        for i in range(0, len(keys), _RUN_PAIRS):
+            self._push(keys[i : i + _RUN_PAIRS], slots[i : i + _RUN_PAIRS])
 
     def merge(self) -> None:
-        """Fold the recent pairs into the sorted arrays."""
+        """Make the recent pairs a run."""
         if not self.recent_pairs:
             return
         keys = np.fromiter(
@@ -174,38 +193,46 @@ class _Keys:
             (s for v in self.recent.values() for s in v), np.uint32, self.recent_pairs
         )
         self.recent, self.recent_pairs = {}, 0
-        self._insert(keys, slots)
+        self._push(keys, slots)
 
-    def _insert(self, keys: _U32, slots: _U32) -> None:
-        # Sort the new pairs, then one pass over the arrays (np.insert), not a sort of all.
+    def _push(self, keys: _U32, slots: _U32) -> None:
         order = np.argsort(keys, kind="stable")
-        keys, slots = keys[order], slots[order]
-        at = np.searchsorted(self.keys, keys, side="right")
-        self.keys = np.insert(self.keys, at, keys)
-        self.slots = np.insert(self.slots, at, slots)
+        self.runs.append((keys[order], slots[order]))
+        # Merge the newest run into the one before while that is no more than twice its
+        # size and the two fit in one run: sizes stay roughly halving, so a few runs.
+        while len(self.runs) > 1:
+            (k1, s1), (k2, s2) = self.runs[-2], self.runs[-1]
+            if len(k1) > 2 * len(k2) or len(k1) + len(k2) > _RUN_PAIRS:
+                break
+            at = np.searchsorted(k1, k2, side="right")
+            self.runs[-2:] = [(np.insert(k1, at, k2), np.insert(s1, at, s2))]
 
     def newest(self, wanted: _U32, lo: int, hi: int) -> dict[int, list[tuple[int, int]]]:
         """For each key of ``wanted`` (distinct): its ``BUCKET_ROWS`` newest entries
         published within [lo, hi], as (entry id, published)."""
-        left = np.searchsorted(self.keys, wanted, side="left")
-        counts = np.searchsorted(self.keys, wanted, side="right") - left
-        total = int(counts.sum())
-        # Every matching position at once: key i's run is left[i] .. left[i] + counts[i].
-        which = np.repeat(np.arange(len(wanted)), counts)
-        at = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        slots = self.slots[np.repeat(left, counts) + at]
+        found_which, found_slots = [], []
+        for keys, run_slots in self.runs:
+            left = np.searchsorted(keys, wanted, side="left")
+            counts = np.searchsorted(keys, wanted, side="right") - left
+            # Every matching position at once: key i's are at left[i] .. + counts[i].
+            at = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            found_which.append(np.repeat(np.arange(len(wanted)), counts))
+            found_slots.append(run_slots[np.repeat(left, counts) + at].astype(np.int64))
         if self.recent:
             extra = [(i, s) for i, k in enumerate(wanted.tolist()) for s in self.recent.get(k, ())]
             if extra:
-                more = np.array(extra, dtype=np.int64).reshape(-1, 2)
-                which = np.concatenate([which, more[:, 0]])
-                slots = np.concatenate([slots.astype(np.int64), more[:, 1]])
+                more = np.array(extra, dtype=np.int64)
+                found_which.append(more[:, 0])
+                found_slots.append(more[:, 1])
+        if not found_which:
+            return {}
+        which, slots = np.concatenate(found_which), np.concatenate(found_slots)
         pubs = np.frombuffer(self.pubs, dtype=np.int64)[slots]
         keep = (pubs >= lo) & (pubs <= hi)
         which, slots, pubs = which[keep], slots[keep], pubs[keep]
         order = np.lexsort((-pubs, which))  # by key, the newest first
         which, slots, pubs = which[order], slots[order], pubs[order]
-        # Rank within its key's run; keep the first BUCKET_ROWS of each.
+        # Rank within its key's group; keep the first BUCKET_ROWS of each.
         first = np.r_[0, np.flatnonzero(np.diff(which)) + 1] if len(which) else which
         starts = np.repeat(first, np.diff(np.r_[first, len(which)]))
         keep = np.arange(len(which)) - starts < BUCKET_ROWS

@@ -442,3 +442,51 @@ def test_the_bucket_migrations_rebuild_every_stored_bucket(db_url: str, monkeypa
     # And the rebuilt index finds the stored rewrites of the other half's stories.
     s = evaluate(db_url)
     assert s.precision >= 0.97 and s.recall >= 0.85
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 50),  # published
+            st.lists(st.integers(0, 40), min_size=1, max_size=12, unique=True),  # keys
+            st.booleans(),  # added one by one (a sync) or in bulk (a rebuild)
+        ),
+        max_size=80,
+    ),
+    st.integers(0, 50),
+    st.integers(0, 50),
+)
+def test_the_memory_index_answers_as_a_scan_would(
+    entries: list[tuple[int, list[int], bool]], lo: int, hi: int
+) -> None:
+    """Whatever runs the index made of its pairs (small limits here, so that it makes and
+    merges many), a lookup gives each key's BUCKET_ROWS newest entries in [lo, hi]."""
+    import storage.neardup as sn
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sn, "_RECENT_PAIRS", 7)
+        m.setattr(sn, "_RUN_PAIRS", 40)
+        index = sn._Keys()
+        bulk: list[tuple[int, int, bytes]] = []
+        for n, (published, keys, one_by_one) in enumerate(entries):
+            if one_by_one:
+                index.extend(bulk)
+                bulk = []
+                index.add(n, published, np.array(keys, dtype=np.uint32))
+            else:
+                bulk.append((n, published, np.array(keys, dtype="<i8").tobytes()))
+        index.extend(bulk)
+        assert all(len(k) <= 40 for k, _ in index.runs)
+        assert index.pairs == sum(len(k) for _, k, _ in entries)
+        wanted = np.arange(0, 41, 2, dtype=np.uint32)
+        got = index.newest(wanted, lo, hi)
+    for key in wanted.tolist():
+        having = [(n, p) for n, (p, keys, _) in enumerate(entries) if key in keys and lo <= p <= hi]
+        newest = sorted(having, key=lambda e: -e[1])[:BUCKET_ROWS]
+        # Ties on the date may come in any order: compare the dates, and the sets of ids
+        # whose date is not cut off.
+        mine = got.get(key, [])
+        assert sorted(p for _, p in mine) == sorted(p for _, p in newest)
+        cut = min((p for _, p in newest), default=None)
+        assert {e for e, p in mine if p != cut} == {e for e, p in newest if p != cut}
