@@ -137,16 +137,17 @@ class _Keys:
     """Bucket key (32 bits) -> the entries that have it.
 
     Sorted runs of (key, slot) pairs, each at most ``_RUN_PAIRS`` long, and the pairs added
-    since the last run was made, in a dict. Runs of about equal size are merged, so there
-    are few of them (one binary search each per lookup), and a merge never copies more than
-    one run's worth: one sorted array of all the pairs made every merge copy the index.
+    since the last run was made, unsorted (a lookup scans them). Runs of about equal size
+    are merged, so there are few of them (one binary search each per lookup), and a merge
+    never copies more than one run's worth: one sorted array of all the pairs made every
+    merge copy the index.
     """
 
     def __init__(self) -> None:
         self.ids = array("q")  # per slot: entry id
         self.pubs = array("q")  # per slot: published, epoch microseconds
         self.runs: list[tuple[_U32, _U32]] = []  # (keys, slots), each sorted by key
-        self.recent: dict[int, list[int]] = {}
+        self.recent: list[tuple[_U32, _U32]] = []
         self.recent_pairs = 0
 
     @property
@@ -163,8 +164,7 @@ class _Keys:
         slot = len(self.ids)
         self.ids.append(entry_id)
         self.pubs.append(published)
-        for k in keys.tolist():
-            self.recent.setdefault(k, []).append(slot)
+        self.recent.append((keys, np.full(len(keys), slot, np.uint32)))
         self.recent_pairs += len(keys)
         if self.recent_pairs >= _RECENT_PAIRS:
             self.merge()
@@ -186,14 +186,19 @@ class _Keys:
         """Make the recent pairs a run."""
         if not self.recent_pairs:
             return
-        keys = np.fromiter(
-            (k for k, slots in self.recent.items() for _ in slots), np.uint32, self.recent_pairs
-        )
-        slots = np.fromiter(
-            (s for v in self.recent.values() for s in v), np.uint32, self.recent_pairs
-        )
-        self.recent, self.recent_pairs = {}, 0
+        keys, slots = self._recent()
+        self.recent, self.recent_pairs = [], 0
         self._push(keys, slots)
+
+    def _recent(self) -> tuple[_U32, _U32]:
+        if len(self.recent) > 1:
+            self.recent = [
+                (
+                    np.concatenate([k for k, _ in self.recent]),
+                    np.concatenate([s for _, s in self.recent]),
+                )
+            ]
+        return self.recent[0]
 
     def _push(self, keys: _U32, slots: _U32) -> None:
         order = np.argsort(keys, kind="stable")
@@ -210,6 +215,8 @@ class _Keys:
     def newest(self, wanted: _U32, lo: int, hi: int) -> dict[int, list[tuple[int, int]]]:
         """For each key of ``wanted`` (distinct): its ``BUCKET_ROWS`` newest entries
         published within [lo, hi], as (entry id, published)."""
+        if not len(wanted):
+            return {}
         found_which, found_slots = [], []
         for keys, run_slots in self.runs:
             left = np.searchsorted(keys, wanted, side="left")
@@ -219,11 +226,13 @@ class _Keys:
             found_which.append(np.repeat(np.arange(len(wanted)), counts))
             found_slots.append(run_slots[np.repeat(left, counts) + at].astype(np.int64))
         if self.recent:
-            extra = [(i, s) for i, k in enumerate(wanted.tolist()) for s in self.recent.get(k, ())]
-            if extra:
-                more = np.array(extra, dtype=np.int64)
-                found_which.append(more[:, 0])
-                found_slots.append(more[:, 1])
+            # At most _RECENT_PAIRS: each against the sorted wanted keys.
+            keys, slots = self._recent()
+            by_key = np.argsort(wanted)
+            at = np.minimum(np.searchsorted(wanted, keys, sorter=by_key), len(wanted) - 1)
+            hit = wanted[by_key[at]] == keys
+            found_which.append(by_key[at[hit]])
+            found_slots.append(slots[hit].astype(np.int64))
         if not found_which:
             return {}
         which, slots = np.concatenate(found_which), np.concatenate(found_slots)
