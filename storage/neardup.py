@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from aggregator.types import Fingerprint, NearCandidate
 
-from .models import EntryRow, EntrySignatureRow
+from .models import EntrySignatureRow
 
 # Entries sharing most buckets first; a bound so that a crowded bucket (a very common
 # title) cannot make one lookup expensive.
@@ -405,33 +405,27 @@ def _load(s: Session, published: dict[int, int]) -> dict[int, NearCandidate]:
     """The stored signatures of the entries ``published`` names (id -> date, epoch µs, as
     the index holds it), with their entries' story and feed, by entry id."""
     found: dict[int, NearCandidate] = {}
-    sig = cast(Table, EntrySignatureRow.__table__).c
-    entry = cast(Table, EntryRow.__table__).c
     ids = list(published)
     conn = s.connection()
+    # SQLite's driver takes "?"; psycopg's "%s".
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(ids), 500):
-        # Core columns on the connection: a poll reads tens of signatures per new entry,
-        # and the ORM's per-row work (and the date's parsing) cost more than the read.
-        q = (
-            select(
-                sig.entry_id,
-                sig.features,
-                sig.title,
-                sig.short,
-                sig.host,
-                entry.story_id,
-                entry.feed_id,
-            )
-            .join_from(sig.entry_id.table, entry.id.table, entry.id == sig.entry_id)
-            .where(sig.entry_id.in_(ids[i : i + 500]))
-        )
-        for eid, features, title, short, host, story_id, feed_id in conn.execute(q):
+        part = ids[i : i + 500]
+        # Through the driver: a poll reads tens of signatures per new entry (37 in
+        # bench/poll.py's feeds), and SQLAlchemy's per-row work cost more than the read.
+        rows = conn.exec_driver_sql(
+            "SELECT s.entry_id, s.features, s.title, s.short, s.host, e.story_id, e.feed_id "
+            "FROM entry_signatures s JOIN entries e ON e.id = s.entry_id "
+            f"WHERE s.entry_id IN ({', '.join([mark] * len(part))})",
+            tuple(part),
+        ).fetchall()
+        for eid, features, title, short, host, story_id, feed_id in rows:
             found[eid] = NearCandidate(
                 entry_id=eid,
                 story_id=story_id,
                 feed_id=feed_id,
                 fingerprint=Fingerprint(
-                    features=_unpack(features),
+                    features=_unpack(bytes(features)),
                     title=tuple(title.split()),
                     short=bool(short),
                     host=host,
