@@ -97,7 +97,12 @@ def _micros(when: datetime) -> int:
 
 
 def _when(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    # Clamped: an item dated in year 1 (feeds do that) minus the window is no date.
+    return _EPOCH + timedelta(microseconds=min(max(micros, _FIRST), _LAST))
+
+
+_FIRST = _micros(datetime.min.replace(tzinfo=UTC))
+_LAST = _micros(datetime.max.replace(tzinfo=UTC))
 
 
 def save(s: Session, fingerprints: Sequence[tuple[int, Fingerprint]]) -> None:
@@ -332,13 +337,13 @@ class BucketIndex:
         sig = EntrySignatureRow
         newest = s.scalar(select(func.max(sig.published)))
         now = datetime.now(UTC)
-        start = (min(newest, now) if newest else now) - span
+        start = _micros(min(newest, now) if newest else now) - span // _US
         self._keys, self._gaps, self._high = _Keys(), {}, 0
-        self._start, self._span, self._built = _micros(start), span, time.monotonic()
+        self._start, self._span, self._built = start, span, time.monotonic()
         # The highest id first: a row committed between the two reads is read by both,
         # and the next sync must not add it again.
         high = s.scalar(select(func.max(sig.entry_id))) or 0
-        rows = s.execute(_rows().where(sig.published >= start, sig.entry_id <= high))
+        rows = s.execute(_rows().where(sig.published >= _when(start), sig.entry_id <= high))
         self._keys.extend((eid, _micros(published), blob) for eid, published, blob in rows)
         if self._gaps_on:
             # Ids of transactions still open now: a while to appear.

@@ -289,6 +289,25 @@ def test_an_archive_date_is_looked_up_in_the_store_not_the_index(db_url: str) ->
     assert held == recent and len(held) < len(stored)
 
 
+def test_items_dated_at_the_ends_of_the_calendar_are_matched_not_crashed_on(
+    db_url: str,
+) -> None:
+    """Feeds date items in year 1 (and a stored date may be year 9999): the window around
+    them runs off the calendar, and the poll must still be saved, rewrites merged."""
+    from dedup_eval import Item
+
+    stories = []
+    for when in (datetime(1, 1, 1, 0, 5, tzinfo=UTC), datetime(9999, 12, 31, 23, tzinfo=UTC)):
+        links = [f"https://outlet{k}.example/{when.year}" for k in range(2)]
+        items = [
+            Item("peru", f"https://outlet{k}.example/feed", entry(*PERU, link=link, published=when))
+            for k, link in enumerate(links)
+        ]
+        story_of, _ = run(db_url, items, dedup.DEFAULT_POLICY)
+        stories.append({story_of[link] for link in links})
+    assert [len(s) for s in stories] == [1, 1] and stories[0] != stories[1]
+
+
 # SQLite has one writer, and the lookup runs inside its write transaction: no such order.
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_postgresql_entry_ids_committed_out_of_order_are_not_missed(db_url: str) -> None:
