@@ -56,6 +56,7 @@ ARCHIVE_ROWS = 5_000
 # over are asked for again on every sync, for this long (then: rolled back, or an entry
 # without a signature).
 GAP_SECONDS = 120.0
+GAP_IDS = 5_000
 # Memory index: pairs (key, entry) kept in a dict before they become a sorted run, and
 # the longest run (8 bytes a pair).
 _RECENT_PAIRS = 1 << 14
@@ -340,8 +341,8 @@ class BucketIndex:
         start = _micros(min(newest, now) if newest else now) - span // _US
         self._keys, self._gaps, self._high = _Keys(), {}, 0
         self._start, self._span, self._built = start, span, time.monotonic()
-        # The highest id first: a row committed between the two reads is read by both,
-        # and the next sync must not add it again.
+        # The highest id first, and rows up to it: one committed between the two reads
+        # above it is left to the next sync, which reads from there, not added twice.
         high = s.scalar(select(func.max(sig.entry_id))) or 0
         rows = s.execute(_rows().where(sig.published >= _when(start), sig.entry_id <= high))
         self._keys.extend((eid, _micros(published), blob) for eid, published, blob in rows)
@@ -349,7 +350,8 @@ class BucketIndex:
             # Ids of transactions still open now: a while to appear.
             seen = set(self._keys.ids)
             stamp = time.monotonic()
-            self._gaps = {i: stamp for i in range(max(1, high - 1000), high + 1) if i not in seen}
+            first = max(1, high - GAP_IDS // 5)
+            self._gaps = {i: stamp for i in range(first, high + 1) if i not in seen}
         self._high = high
 
     def _sync(self, s: Session) -> None:
@@ -359,7 +361,8 @@ class BucketIndex:
         if self._gaps:
             self._gaps = {i: t for i, t in self._gaps.items() if stamp - t < GAP_SECONDS}
         if self._gaps:
-            # At most a few hundred: the ids handed out in the last two minutes.
+            # The ids skipped over in the last two minutes: transactions in flight, rolled
+            # back, or entries without a signature; at most GAP_IDS.
             newer = or_(newer, sig.entry_id.in_(list(self._gaps)))
         ids = self._add(s.execute(_rows().where(newer).order_by(sig.entry_id)))
         for i in ids:
@@ -368,6 +371,8 @@ class BucketIndex:
         if self._gaps_on and top > self._high:
             got = set(ids)
             self._gaps.update((i, stamp) for i in range(self._high + 1, top) if i not in got)
+            if len(self._gaps) > GAP_IDS:
+                self._gaps = dict(sorted(self._gaps.items())[-GAP_IDS:])
         self._high = max(self._high, top)
 
     def _add(self, rows: Iterable[Any]) -> list[int]:
