@@ -57,8 +57,8 @@ ARCHIVE_ROWS = 5_000
 # without a signature).
 GAP_SECONDS = 120.0
 GAP_IDS = 5_000
-# Memory index: pairs (key, entry) kept in a dict before they become a sorted run, and
-# the longest run (8 bytes a pair).
+# Memory index: pairs (key, entry) kept unsorted before they become a sorted run, and the
+# longest run (8 bytes a pair).
 _RECENT_PAIRS = 1 << 14
 _RUN_PAIRS = 1 << 21
 _KEY_MASK = 0xFFFFFFFF
