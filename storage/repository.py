@@ -82,7 +82,25 @@ def story_uid(feed_url: str, identity: str) -> str:
     return hashlib.sha256(f"{feed_url}\0{identity}".encode()).hexdigest()[:32]
 
 
-def _state(row: FeedRow) -> FeedState:
+# What a FeedState reads, as columns: the poller reads the states of every feed it polls,
+# and a loaded FeedRow (every column, tracked by the session) cost more than its poll's
+# 304 (bench/poll.py).
+_STATE_COLUMNS = (
+    FeedRow.url,
+    FeedRow.title,
+    FeedRow.tags,
+    FeedRow.etag,
+    FeedRow.last_modified,
+    FeedRow.consecutive_errors,
+    FeedRow.next_poll_at,
+    FeedRow.moved_to,
+    FeedRow.disabled_reason,
+    FeedRow.schedule_hints,
+)
+
+
+def _state(row: Any) -> FeedState:
+    """The FeedState of a FeedRow, or of a row of ``_STATE_COLUMNS``."""
     return FeedState(
         url=row.url,
         title=row.title,
@@ -288,23 +306,21 @@ class Repository:
 
     def feed_state(self, url: str) -> FeedState | None:
         with self._reading() as s:
-            row = s.scalar(select(FeedRow).where(FeedRow.url == url))
-            if row is None:
-                return None
-            return _state(row)
+            row = s.execute(select(*_STATE_COLUMNS).where(FeedRow.url == url)).first()
+            return None if row is None else _state(row)
 
     def feed_states_for(self, urls: Sequence[str]) -> list[FeedState | None]:
         """``feed_state`` of many feeds in one query (the poller batches its reads)."""
         found: dict[str, FeedState] = {}
         with self._reading() as s:
             for chunk in _chunks(list(dict.fromkeys(urls))):
-                q = select(FeedRow).where(FeedRow.url.in_(chunk))
-                found.update({r.url: _state(r) for r in s.scalars(q)})
+                q = select(*_STATE_COLUMNS).where(FeedRow.url.in_(chunk))
+                found.update({r.url: _state(r) for r in s.execute(q)})
         return [found.get(u) for u in urls]
 
     def feed_states(self) -> dict[str, FeedState]:
         with self._reading() as s:
-            return {r.url: _state(r) for r in s.scalars(select(FeedRow))}
+            return {r.url: _state(r) for r in s.execute(select(*_STATE_COLUMNS))}
 
     def feed_url_by_id(self, feed_id: int) -> str | None:
         """The URL of the feed with this row id (the admin API's name for it), or None."""
