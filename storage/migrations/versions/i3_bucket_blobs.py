@@ -14,6 +14,8 @@ stored features and title words with the current ``aggregator.neardup.buckets``,
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,20 +35,27 @@ def _signatures(conn: sa.Connection) -> sa.Table:
     return sa.Table("entry_signatures", sa.MetaData(), autoload_with=conn)
 
 
-def upgrade() -> None:
-    op.add_column("entry_signatures", sa.Column("buckets", sa.LargeBinary(), nullable=True))
-    conn = op.get_bind()
-    sigs = _signatures(conn)
+def _batches(conn: sa.Connection, sigs: sa.Table, *columns: str) -> Iterator[list[Any]]:
+    """(entry_id, *columns) of every signature row, BATCH rows at a time."""
     last = -1
     while True:
         batch = conn.execute(
-            sa.select(sigs.c.entry_id, sigs.c.features, sigs.c.title)
+            sa.select(sigs.c.entry_id, *(sigs.c[c] for c in columns))
             .where(sigs.c.entry_id > last)
             .order_by(sigs.c.entry_id)
             .limit(BATCH)
         ).all()
         if not batch:
-            break
+            return
+        yield list(batch)
+        last = batch[-1][0]
+
+
+def upgrade() -> None:
+    op.add_column("entry_signatures", sa.Column("buckets", sa.LargeBinary(), nullable=True))
+    conn = op.get_bind()
+    sigs = _signatures(conn)
+    for batch in _batches(conn, sigs, "features", "title"):
         conn.execute(
             sa.update(sigs).where(sigs.c.entry_id == sa.bindparam("eid")),
             [
@@ -60,7 +69,6 @@ def upgrade() -> None:
                 for eid, features, title in batch
             ],
         )
-        last = batch[-1][0]
     with op.batch_alter_table("entry_signatures") as batch_op:
         batch_op.alter_column("buckets", existing_type=sa.LargeBinary(), nullable=False)
         batch_op.create_index("ix_entry_signatures_published", ["published"])
@@ -81,16 +89,7 @@ def downgrade() -> None:
     conn = op.get_bind()
     sigs = _signatures(conn)
     rows = sa.Table("story_buckets", sa.MetaData(), autoload_with=conn)
-    last = -1
-    while True:
-        batch = conn.execute(
-            sa.select(sigs.c.entry_id, sigs.c.published, sigs.c.buckets)
-            .where(sigs.c.entry_id > last)
-            .order_by(sigs.c.entry_id)
-            .limit(BATCH)
-        ).all()
-        if not batch:
-            break
+    for batch in _batches(conn, sigs, "published", "buckets"):
         new = [
             {"entry_id": eid, "bucket": int(b), "published": published}
             for eid, published, blob in batch
@@ -98,7 +97,6 @@ def downgrade() -> None:
         ]
         if new:
             conn.execute(sa.insert(rows), new)
-        last = batch[-1][0]
     with op.batch_alter_table("entry_signatures") as batch_op:
         batch_op.drop_index("ix_entry_signatures_published")
         batch_op.drop_column("buckets")
