@@ -57,9 +57,7 @@ ARCHIVE_ROWS = 5_000
 # without a signature).
 GAP_SECONDS = 120.0
 GAP_IDS = 5_000
-# Memory index: pairs (key, entry) kept unsorted before they become a sorted run, and the
-# longest run (8 bytes a pair).
-_RECENT_PAIRS = 1 << 14
+# Memory index: the longest sorted run of (key, entry) pairs, 8 bytes a pair.
 _RUN_PAIRS = 1 << 21
 _KEY_MASK = 0xFFFFFFFF
 
@@ -142,41 +140,29 @@ def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
 class _Keys:
     """Bucket key (32 bits) -> the entries that have it.
 
-    Sorted runs of (key, slot) pairs, each at most ``_RUN_PAIRS`` long, and the pairs added
-    since the last run was made, unsorted (a lookup scans them). Runs of about equal size
-    are merged, so there are few of them (one binary search each per lookup), and a merge
-    never copies more than one run's worth: one sorted array of all the pairs made every
-    merge copy the index.
+    Sorted runs of (key, slot) pairs, each at most ``_RUN_PAIRS`` long: the entries a sync
+    or a rebuild adds become a run. Runs of about equal size are merged, so there are few
+    of them (one binary search each per lookup), and a merge never copies more than one
+    run's worth: one sorted array of all the pairs made every merge copy the index.
     """
 
     def __init__(self) -> None:
         self.ids = array("q")  # per slot: entry id
         self.pubs = array("q")  # per slot: published, epoch microseconds
         self.runs: list[tuple[_U32, _U32]] = []  # (keys, slots), each sorted by key
-        self.recent: list[tuple[_U32, _U32]] = []
-        self.recent_pairs = 0
 
     @property
     def pairs(self) -> int:
-        return sum(len(k) for k, _ in self.runs) + self.recent_pairs
+        return sum(len(k) for k, _ in self.runs)
 
     @property
     def nbytes(self) -> int:
-        """Memory of the arrays (the dict of recent pairs aside)."""
+        """Memory of the arrays."""
         runs = sum(k.nbytes + v.nbytes for k, v in self.runs)
         return runs + len(self.ids) * 16
 
-    def add(self, entry_id: int, published: int, keys: _U32) -> None:
-        slot = len(self.ids)
-        self.ids.append(entry_id)
-        self.pubs.append(published)
-        self.recent.append((keys, np.full(len(keys), slot, np.uint32)))
-        self.recent_pairs += len(keys)
-        if self.recent_pairs >= _RECENT_PAIRS:
-            self.merge()
-
     def extend(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
-        """Add many entries (id, published, packed keys) at once: a rebuild's."""
+        """Add entries (id, published, packed keys): a sync's few or a rebuild's many."""
         first, blobs, counts = len(self.ids), [], []
         for eid, published, blob in rows:
             self.ids.append(eid)
@@ -187,24 +173,6 @@ class _Keys:
         slots = np.repeat(np.arange(first, len(self.ids), dtype=np.uint32), counts)
         for i in range(0, len(keys), _RUN_PAIRS):
             self._push(keys[i : i + _RUN_PAIRS], slots[i : i + _RUN_PAIRS])
-
-    def merge(self) -> None:
-        """Make the recent pairs a run."""
-        if not self.recent_pairs:
-            return
-        keys, slots = self._recent()
-        self.recent, self.recent_pairs = [], 0
-        self._push(keys, slots)
-
-    def _recent(self) -> tuple[_U32, _U32]:
-        if len(self.recent) > 1:
-            self.recent = [
-                (
-                    np.concatenate([k for k, _ in self.recent]),
-                    np.concatenate([s for _, s in self.recent]),
-                )
-            ]
-        return self.recent[0]
 
     def _push(self, keys: _U32, slots: _U32) -> None:
         order = np.argsort(keys, kind="stable")
@@ -231,14 +199,6 @@ class _Keys:
             at = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             found_which.append(np.repeat(np.arange(len(wanted)), counts))
             found_slots.append(run_slots[np.repeat(left, counts) + at].astype(np.int64))
-        if self.recent:
-            # At most _RECENT_PAIRS: each against the sorted wanted keys.
-            keys, slots = self._recent()
-            by_key = np.argsort(wanted)
-            at = np.minimum(np.searchsorted(wanted, keys, sorter=by_key), len(wanted) - 1)
-            hit = wanted[by_key[at]] == keys
-            found_which.append(by_key[at[hit]])
-            found_slots.append(slots[hit].astype(np.int64))
         if not found_which:
             return {}
         which, slots = np.concatenate(found_which), np.concatenate(found_slots)
@@ -377,12 +337,13 @@ class BucketIndex:
 
     def _add(self, rows: Iterable[Any]) -> list[int]:
         assert self._start is not None
-        ids = []
+        ids, kept = [], []
         for eid, published, blob in rows:
             ids.append(eid)
             at = _micros(published)
-            if at >= self._start and blob:
-                self._keys.add(eid, at, _keys32(blob))
+            if at >= self._start:
+                kept.append((eid, at, blob))
+        self._keys.extend(kept)
         return ids
 
 

@@ -469,7 +469,7 @@ def test_the_bucket_migrations_rebuild_every_stored_bucket(db_url: str, monkeypa
         st.tuples(
             st.integers(0, 50),  # published
             st.lists(st.integers(0, 40), min_size=1, max_size=12, unique=True),  # keys
-            st.booleans(),  # added one by one (a sync) or in bulk (a rebuild)
+            st.booleans(),  # ends a batch (a sync's few entries), or not (a rebuild's many)
         ),
         max_size=80,
     ),
@@ -484,18 +484,15 @@ def test_the_memory_index_answers_as_a_scan_would(
     import storage.neardup as sn
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(sn, "_RECENT_PAIRS", 7)
         m.setattr(sn, "_RUN_PAIRS", 40)
         index = sn._Keys()
-        bulk: list[tuple[int, int, bytes]] = []
-        for n, (published, keys, one_by_one) in enumerate(entries):
-            if one_by_one:
-                index.extend(bulk)
-                bulk = []
-                index.add(n, published, np.array(keys, dtype=np.uint32))
-            else:
-                bulk.append((n, published, np.array(keys, dtype="<i8").tobytes()))
-        index.extend(bulk)
+        batch: list[tuple[int, int, bytes]] = []
+        for n, (published, keys, last) in enumerate(entries):
+            batch.append((n, published, np.array(keys, dtype="<i8").tobytes()))
+            if last:
+                index.extend(batch)
+                batch = []
+        index.extend(batch)
         assert all(len(k) <= 40 for k, _ in index.runs)
         assert index.pairs == sum(len(k) for _, k, _ in entries)
         wanted = np.arange(0, 41, 2, dtype=np.uint32)
