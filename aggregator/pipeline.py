@@ -106,6 +106,7 @@ class PollContext:
     _tagger_ref: tuple[Tagger, TaggerRef] | None = None
     in_pool: int = 0  # bodies in the ingest processes right now
     ingesting_here: int = 0  # bodies ingested in threads of this process right now
+    parsed_here: int = 0  # bodies parsed here and saved by an ingest process, so far
 
     @property
     def states(self) -> Batcher[str, FeedState | None]:
@@ -153,21 +154,31 @@ class PollContext:
 
 
 def prepare(
-    fetched: Fetched, feed_url: str, started_at: datetime, tracking: dedup.Tracking
+    fetched: Fetched,
+    feed_url: str,
+    started_at: datetime,
+    tracking: dedup.Tracking,
+    *,
+    language: bool = True,
 ) -> tuple[ParsedFeed, list[EntryIntent]]:
     """The part of ingesting that needs no store: parse, and plan every entry as new.
 
-    Pure CPU, picklable in and out: it runs in a parser process (``ParsePool``).
-    Identities, content hashes, canonical URLs, near-duplicate fingerprints and each
-    item's language (the costliest part of tagging) are made here; ``dedup.decide`` then
-    marks what the store already has.
+    Pure CPU, picklable in and out: it runs in a parser process (``ParsePool``) or a
+    thread. Identities, content hashes, canonical URLs, near-duplicate fingerprints and,
+    with ``language``, each item's language (the costliest part of tagging) are made
+    here; ``dedup.decide`` then marks what the store already has. Without it the tagger
+    detects the language of the entries it stores, where it runs.
     """
     parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
-    entries = [
-        replace(e, language=detect_language(e.title, e.text, parsed.language), language_known=True)
-        for e in parsed.entries
-    ]
-    parsed = parsed._replace(entries=entries)
+    entries = parsed.entries
+    if language:
+        entries = [
+            replace(
+                e, language=detect_language(e.title, e.text, parsed.language), language_known=True
+            )
+            for e in entries
+        ]
+        parsed = parsed._replace(entries=entries)
     return parsed, dedup.plan(entries, feed_url, {}, tracking=tracking)
 
 
@@ -296,11 +307,13 @@ def tagger_ref(tagger: Tagger) -> TaggerRef:
 
 
 class IngestJob(NamedTuple):
-    """A body for an ingest process, with the store and the tagger to use; picklable."""
+    """A body for an ingest process, with the store and the tagger to use; picklable.
+    With ``prepared`` (``prepare`` ran in the poller), the body's bytes are left out."""
 
     database_url: str
     tagger: TaggerRef
     body: Body
+    prepared: tuple[ParsedFeed, list[EntryIntent]] | None = None
 
 
 class _Worker:
@@ -324,7 +337,7 @@ def ingest_job(job: IngestJob) -> Stored:
         repo = _Worker.repos[job.database_url] = Repository(job.database_url)
     if _Worker.tagger is None or _Worker.tagger[0] != job.tagger.token:
         _Worker.tagger = (job.tagger.token, pickle.loads(job.tagger.blob))
-    return save_body(repo, _Worker.tagger[1], job.body)
+    return save_body(repo, _Worker.tagger[1], job.body, job.prepared)
 
 
 def _body_hints(parsed: ParsedFeed, now: datetime) -> schedule.Hints:
@@ -535,31 +548,9 @@ async def _poll(
         except FetchError as e:
             return await failed(str(e), e.status, retry_after=e.retry_after)
         _log_moved(feed_url, state, fetched.moved_to)
-        # Bodies go to the ingest processes; when all of them are busy (a first fetch),
-        # this process takes one body at a time in a thread as well, so every core works
-        # with one process fewer (about 200 MB less on two cores, docs/polling.md).
-        pool = ctx.parsers if ctx.parsers is not None and ctx.parsers.processes > 0 else None
-        here = pool is None or (ctx.in_pool >= pool.processes and ctx.ingesting_here == 0)
         body = Body(feed_url, tuple(feed_tags), fetched, started_at, interval, ctx.policy, timing)
         try:
-            if not here and pool is not None and ctx.tagger.classifier is not None:
-                # The classifier's model is hundreds of MB: it stays in this process, and
-                # the ingest processes only parse.
-                prepared = await ctx.in_pool_run(
-                    pool, prepare, fetched, feed_url, started_at, ctx.policy.tracking
-                )
-                stored = await asyncio.to_thread(save_body, repo, ctx.tagger, body, prepared)
-            elif not here and pool is not None:
-                job = IngestJob(repo.url, ctx.tagger_ref, body)
-                stored = await ctx.in_pool_run(pool, ingest_job, job)
-                if stored.result.new or stored.result.updated:
-                    repo.local_changes += 1  # the worker committed: this process's pages see it
-            else:
-                ctx.ingesting_here += 1
-                try:
-                    stored = await asyncio.to_thread(save_body, repo, ctx.tagger, body)
-                finally:
-                    ctx.ingesting_here -= 1
+            stored = await _ingest(ctx, body)
         except ParseError as e:
             return await failed(str(e), fetched.status)
         report(stored)
@@ -578,6 +569,55 @@ async def _poll(
             return await failed(message, None)
         except StorageError:
             return PollResult(feed_url, "error", None, message, 0, 0, 0, _ms(t0))
+
+
+async def _ingest(ctx: PollContext, body: Body) -> Stored:
+    """Parse, dedup, tag and save one fetched body, off the event loop.
+
+    Bodies go to the ingest processes. When all of them are busy (a first fetch), this
+    process parses one body at a time in a thread as well, and hands it to an ingest
+    process to save: so every core works, and only the ingest processes hold what saving
+    needs (the near-duplicate index, about 550 bytes per recent entry, and the language
+    model, 74 MB), once per machine, not once more here (docs/polling.md).
+    """
+    repo, pool = ctx.repo, ctx.parsers
+    if pool is None or pool.processes <= 0:
+        return await _here(ctx, save_body, repo, ctx.tagger, body)
+    fetched, feed_url, started_at, tracking = (
+        body.fetched,
+        body.feed_url,
+        body.started_at,
+        ctx.policy.tracking,
+    )
+    if ctx.tagger.classifier is not None:
+        # The classifier's model is hundreds of MB: it stays in this process, which
+        # saves, and the ingest processes only parse.
+        if ctx.in_pool >= pool.processes and ctx.ingesting_here == 0:
+            return await _here(ctx, save_body, repo, ctx.tagger, body)
+        prepared = await ctx.in_pool_run(pool, prepare, fetched, feed_url, started_at, tracking)
+        return await asyncio.to_thread(save_body, repo, ctx.tagger, body, prepared)
+    job = IngestJob(repo.url, ctx.tagger_ref, body)
+    if ctx.in_pool >= pool.processes and ctx.ingesting_here == 0:
+        prepared = await _here(
+            ctx, prepare, fetched, feed_url, started_at, tracking, language=False
+        )
+        job = job._replace(
+            body=body._replace(fetched=fetched._replace(content=b"")), prepared=prepared
+        )
+        ctx.parsed_here += 1
+    stored = await ctx.in_pool_run(pool, ingest_job, job)
+    if stored.result.new or stored.result.updated:
+        repo.local_changes += 1  # the worker committed: this process's pages see it
+    return stored
+
+
+async def _here(ctx: PollContext, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` in a thread of this process, counted in ``ingesting_here`` while it runs."""
+    ctx.ingesting_here += 1
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    finally:
+        ctx.ingesting_here -= 1
 
 
 def _log_moved(feed_url: str, state: FeedState | None, moved_to: str | None) -> None:

@@ -16,6 +16,7 @@ from aggregator.config import TopicConfig, TopicRules
 from aggregator.exceptions import ParseError
 from aggregator.parsepool import ParsePool
 from aggregator.service import Aggregator
+from aggregator.types import PollResult
 
 FEEDS = [
     ("/bbc.rss", "bbc_world.rss", "application/rss+xml"),
@@ -71,21 +72,33 @@ def _tags_metric() -> float:
     )
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_ingest_workers_store_what_a_thread_stores(
-    tmp_path: Path, feed_server: FeedServer, db_url: str
+    tmp_path: Path, feed_server: FeedServer, db_url: str, processes: int
 ) -> None:
-    """Two worker processes parse, dedup, tag and save (SQLite, PostgreSQL): the store ends
-    as a thread leaves it; the poller still logs, counts and sees the change."""
+    """Worker processes parse, dedup, tag and save (SQLite, PostgreSQL): the store ends
+    as a thread leaves it; the poller still logs, counts and sees the change. With one
+    worker, busy, the poller parses bodies too, and the worker saves them: the poller
+    never builds a near-duplicate index of its own."""
     urls = [feed_server.serve_file(path, name, content_type=ct) for path, name, ct in FEEDS]
     news = rss(news_items(30))
     # The same stories under two feeds: the second's entries join the first's stories.
     urls += [feed_server.serve("/news.rss", news), feed_server.serve("/mirror.rss", news)]
     html = feed_server.serve_file("/page", "not_a_feed.html", content_type="text/html")
-    pooled = make_agg(tmp_path, "pooled", [*urls, html], 2, db_url)
+    pooled = make_agg(tmp_path, "pooled", [*urls, html], processes, db_url)
     threaded = make_agg(tmp_path, "threaded", [*urls, html], 0)
+
+    async def poll_pooled() -> tuple[dict[str, PollResult], int]:
+        try:
+            results = await pooled.poll_all()
+            # stop() drops the context: its count is read first.
+            return {r.feed_url: r for r in results}, pooled._context().parsed_here
+        finally:
+            await pooled.stop()
+
     try:
         tags_before = _tags_metric()
-        got = poll_all(pooled)
+        got, parsed_here = asyncio.run(poll_pooled())
         tags_pooled = _tags_metric() - tags_before
         want = poll_all(threaded)
         entries, stories = _stored(pooled)
@@ -107,6 +120,9 @@ def test_ingest_workers_store_what_a_thread_stores(
     # The web layer of the poller's process learns of the workers' commits at once.
     assert local_changes > 0
     assert pooled._ctx is None  # stop() ended the worker processes
+    if processes == 1:
+        assert parsed_here > 0  # bodies the poller parsed while the worker was busy
+    assert pooled.repo._buckets._start is None  # only the workers looked up near-duplicates
 
 
 def test_a_reloaded_tagger_reaches_the_ingest_workers(
