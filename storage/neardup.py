@@ -27,7 +27,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -57,11 +57,23 @@ ARCHIVE_ROWS = 5_000
 # without a signature).
 GAP_SECONDS = 120.0
 GAP_IDS = 5_000
-# Memory index: the longest sorted run of (key, entry) pairs, 8 bytes a pair.
+# Memory index: the longest sorted run of (key, entry) pairs, 6 bytes a pair; and the most
+# entries one run covers, so that an entry is 16 bits, counted from the run's first.
 _RUN_PAIRS = 1 << 21
+_RUN_ENTRIES = 1 << 16
 _KEY_MASK = 0xFFFFFFFF
 
 _U32 = npt.NDArray[np.uint32]
+_U16 = npt.NDArray[np.uint16]
+
+
+class _Run(NamedTuple):
+    """Pairs sorted by key; entry ``slot`` of a pair is ``base + rel``, below ``end``."""
+
+    keys: _U32
+    rel: _U16
+    base: int
+    end: int
 
 
 def _pack(features: Sequence[int]) -> bytes:
@@ -140,25 +152,26 @@ def replace(s: Session, entry_id: int, fp: Fingerprint | None) -> None:
 class _Keys:
     """Bucket key (32 bits) -> the entries that have it.
 
-    Sorted runs of (key, slot) pairs, each at most ``_RUN_PAIRS`` long: the entries a sync
-    or a rebuild adds become a run. Runs of about equal size are merged, so there are few
-    of them (one binary search each per lookup), and a merge never copies more than one
-    run's worth: one sorted array of all the pairs made every merge copy the index.
+    Sorted runs of (key, entry) pairs, each at most ``_RUN_PAIRS`` long and over at most
+    ``_RUN_ENTRIES`` consecutive entries: the entries a sync or a rebuild adds become a
+    run. Runs of about equal size are merged, so there are few of them (one binary search
+    each per lookup), and a merge never copies more than one run's worth: one sorted
+    array of all the pairs made every merge copy the index.
     """
 
     def __init__(self) -> None:
         self.ids = array("q")  # per slot: entry id
         self.pubs = array("q")  # per slot: published, epoch microseconds
-        self.runs: list[tuple[_U32, _U32]] = []  # (keys, slots), each sorted by key
+        self.runs: list[_Run] = []  # in slot order
 
     @property
     def pairs(self) -> int:
-        return sum(len(k) for k, _ in self.runs)
+        return sum(len(r.keys) for r in self.runs)
 
     @property
     def nbytes(self) -> int:
         """Memory of the arrays."""
-        runs = sum(k.nbytes + v.nbytes for k, v in self.runs)
+        runs = sum(r.keys.nbytes + r.rel.nbytes for r in self.runs)
         return runs + len(self.ids) * 16
 
     def extend(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
@@ -170,21 +183,38 @@ class _Keys:
             blobs.append(blob)
             counts.append(len(blob) // 8)
         keys = _keys32(b"".join(blobs))
-        slots = np.repeat(np.arange(first, len(self.ids), dtype=np.uint32), counts)
-        for i in range(0, len(keys), _RUN_PAIRS):
-            self._push(keys[i : i + _RUN_PAIRS], slots[i : i + _RUN_PAIRS])
+        slots = np.repeat(np.arange(first, len(self.ids), dtype=np.int64), counts)
+        i = 0
+        while i < len(keys):
+            j = min(i + _RUN_PAIRS, int(np.searchsorted(slots, slots[i] + _RUN_ENTRIES)))
+            if j < len(slots):
+                start = int(np.searchsorted(slots, slots[j]))  # the first pair of j's entry
+                if start > i:
+                    j = start  # whole entries in a run, unless one entry alone fills it
+            self._push(keys[i:j], slots[i:j])
+            i = j
 
-    def _push(self, keys: _U32, slots: _U32) -> None:
+    def _push(self, keys: _U32, slots: npt.NDArray[np.int64]) -> None:
         order = np.argsort(keys, kind="stable")
-        self.runs.append((keys[order], slots[order]))
+        base = int(slots[0])
+        self.runs.append(
+            _Run(keys[order], (slots[order] - base).astype(np.uint16), base, int(slots[-1]) + 1)
+        )
         # Merge the newest run into the one before while that is no more than twice its
         # size and the two fit in one run: sizes stay roughly halving, so a few runs.
         while len(self.runs) > 1:
-            (k1, s1), (k2, s2) = self.runs[-2], self.runs[-1]
-            if len(k1) > 2 * len(k2) or len(k1) + len(k2) > _RUN_PAIRS:
+            a, b = self.runs[-2], self.runs[-1]
+            if (
+                len(a.keys) > 2 * len(b.keys)
+                or len(a.keys) + len(b.keys) > _RUN_PAIRS
+                or b.end - a.base > _RUN_ENTRIES
+            ):
                 break
-            at = np.searchsorted(k1, k2, side="right")
-            self.runs[-2:] = [(np.insert(k1, at, k2), np.insert(s1, at, s2))]
+            at = np.searchsorted(a.keys, b.keys, side="right")
+            rel = (b.rel.astype(np.uint32) + (b.base - a.base)).astype(np.uint16)
+            self.runs[-2:] = [
+                _Run(np.insert(a.keys, at, b.keys), np.insert(a.rel, at, rel), a.base, b.end)
+            ]
 
     def newest(self, wanted: _U32, lo: int, hi: int) -> dict[int, list[tuple[int, int]]]:
         """For each key of ``wanted`` (distinct): its ``BUCKET_ROWS`` newest entries
@@ -192,13 +222,13 @@ class _Keys:
         if not len(wanted):
             return {}
         found_which, found_slots = [], []
-        for keys, run_slots in self.runs:
-            left = np.searchsorted(keys, wanted, side="left")
-            counts = np.searchsorted(keys, wanted, side="right") - left
+        for run in self.runs:
+            left = np.searchsorted(run.keys, wanted, side="left")
+            counts = np.searchsorted(run.keys, wanted, side="right") - left
             # Every matching position at once: key i's are at left[i] .. + counts[i].
             at = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             found_which.append(np.repeat(np.arange(len(wanted)), counts))
-            found_slots.append(run_slots[np.repeat(left, counts) + at].astype(np.int64))
+            found_slots.append(run.rel[np.repeat(left, counts) + at].astype(np.int64) + run.base)
         if not found_which:
             return {}
         which, slots = np.concatenate(found_which), np.concatenate(found_slots)

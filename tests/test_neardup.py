@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -485,6 +486,7 @@ def test_the_memory_index_answers_as_a_scan_would(
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sn, "_RUN_PAIRS", 40)
+        m.setattr(sn, "_RUN_ENTRIES", 3)
         index = sn._Keys()
         batch: list[tuple[int, int, bytes]] = []
         for n, (published, keys, last) in enumerate(entries):
@@ -493,7 +495,8 @@ def test_the_memory_index_answers_as_a_scan_would(
                 index.extend(batch)
                 batch = []
         index.extend(batch)
-        assert all(len(k) <= 40 for k, _ in index.runs)
+        assert all(len(r.keys) <= 40 and r.end - r.base <= 3 for r in index.runs)
+        assert all(a.end == b.base for a, b in itertools.pairwise(index.runs))
         assert index.pairs == sum(len(k) for _, k, _ in entries)
         wanted = np.arange(0, 41, 2, dtype=np.uint32)
         got = index.newest(wanted, lo, hi)
