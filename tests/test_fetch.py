@@ -347,6 +347,55 @@ def test_one_host_gets_at_most_two_requests_at_once(tmp_path: Path) -> None:
         b.close()
 
 
+def test_poll_all_starts_a_bounded_number_of_polls_one_host_after_another(
+    tmp_path: Path,
+) -> None:
+    """Polling many feeds starts at most 4 x max_concurrency polls at a time (not one per
+    feed), taking the hosts in turn: a list sorted by host does not make the second host
+    wait for the first one's slots. The results come in the order of the feeds."""
+    a, b = ScriptServer("127.0.0.1"), ScriptServer("127.0.0.2")
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def slow(h: BaseHTTPRequestHandler) -> None:
+        with lock:
+            seen.append(h.server.server_address[0])  # type: ignore[index]
+        time.sleep(0.05)
+        send(h, 200, FEED)
+
+    try:
+        urls = [s.route(f"/f{i}.rss", slow) for s in (a, b) for i in range(20)]
+        agg = make_agg(tmp_path, urls, max_concurrency=2)
+        polling = {"now": 0, "max": 0}
+        poll_one = agg.poll
+
+        async def counted(url: str) -> PollResult:
+            polling["now"] += 1
+            polling["max"] = max(polling["max"], polling["now"])
+            try:
+                return await poll_one(url)
+            finally:
+                polling["now"] -= 1
+
+        agg.poll = counted  # type: ignore[method-assign]
+
+        async def run() -> list[PollResult]:
+            try:
+                return await agg.poll_all()
+            finally:
+                await agg.stop()
+
+        results = asyncio.run(run())
+        agg.close()
+    finally:
+        a.close()
+        b.close()
+    assert [r.feed_url for r in results] == urls
+    assert {r.status for r in results} == {"ok"}
+    assert polling["max"] == 8  # 4 x max_concurrency, of 40 feeds
+    assert set(seen[:2]) == {"127.0.0.1", "127.0.0.2"}
+
+
 def test_per_host_limit_is_configurable(tmp_path: Path, srv: ScriptServer) -> None:
     def slow(h: BaseHTTPRequestHandler) -> None:
         time.sleep(0.05)
