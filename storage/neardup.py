@@ -20,6 +20,7 @@ entries dirtied ~1,100 pages, each written to the WAL and checkpointed: about 3 
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -61,6 +62,8 @@ GAP_IDS = 5_000
 # entries one run covers, so that an entry is 16 bits, counted from the run's first.
 _RUN_PAIRS = 1 << 21
 _RUN_ENTRIES = 1 << 16
+# Entries read from the store and added to the index at a time (about 7 MB of their keys).
+_EXTEND_ROWS = 1 << 14
 _KEY_MASK = 0xFFFFFFFF
 
 _U32 = npt.NDArray[np.uint32]
@@ -175,7 +178,14 @@ class _Keys:
         return runs + len(self.ids) * 16
 
     def extend(self, rows: Iterable[tuple[int, int, bytes]]) -> None:
-        """Add entries (id, published, packed keys): a sync's few or a rebuild's many."""
+        """Add entries (id, published, packed keys): a sync's few or a rebuild's many,
+        ``_EXTEND_ROWS`` at a time: a rebuild's keys at once, as read, were 3 times the
+        size of the index at its end."""
+        rows = iter(rows)
+        while batch := list(itertools.islice(rows, _EXTEND_ROWS)):
+            self._extend(batch)
+
+    def _extend(self, rows: list[tuple[int, int, bytes]]) -> None:
         first, blobs, counts = len(self.ids), [], []
         for eid, published, blob in rows:
             self.ids.append(eid)
@@ -183,6 +193,7 @@ class _Keys:
             blobs.append(blob)
             counts.append(len(blob) // 8)
         keys = _keys32(b"".join(blobs))
+        del blobs
         slots = np.repeat(np.arange(first, len(self.ids), dtype=np.int64), counts)
         i = 0
         while i < len(keys):
@@ -334,7 +345,12 @@ class BucketIndex:
         # The highest id first, and rows up to it: one committed between the two reads
         # above it is left to the next sync, which reads from there, not added twice.
         high = s.scalar(select(func.max(sig.entry_id))) or 0
-        rows = s.execute(_rows().where(sig.published >= _when(start), sig.entry_id <= high))
+        # Streamed (PostgreSQL: a server-side cursor), as the index takes them.
+        rows = s.execute(
+            _rows()
+            .where(sig.published >= _when(start), sig.entry_id <= high)
+            .execution_options(yield_per=_EXTEND_ROWS)
+        )
         self._keys.extend((eid, _micros(published), blob) for eid, published, blob in rows)
         if self._gaps_on:
             # Ids of transactions still open now: a while to appear.

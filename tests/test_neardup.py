@@ -487,6 +487,7 @@ def test_the_memory_index_answers_as_a_scan_would(
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sn, "_RUN_PAIRS", 40)
         m.setattr(sn, "_RUN_ENTRIES", 3)
+        m.setattr(sn, "_EXTEND_ROWS", 5)
         index = sn._Keys()
         batch: list[tuple[int, int, bytes]] = []
         for n, (published, keys, last) in enumerate(entries):
