@@ -262,6 +262,7 @@ class PeakMemory:
     def __init__(self, exclude: set[int]) -> None:
         self.exclude = exclude
         self.peak = 0
+        self.by_pid: dict[int, int] = {}  # each process's own peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -286,7 +287,10 @@ class PeakMemory:
         except OSError:
             kids = []
         pids += [int(k) for k in kids if int(k) not in self.exclude]
-        return sum(_rss(p) for p in pids)
+        sizes = {p: _rss(p) for p in pids}
+        for p, size in sizes.items():
+            self.by_pid[p] = max(self.by_pid.get(p, 0), size)
+        return sum(sizes.values())
 
 
 def _rss(pid: int) -> int:
@@ -401,6 +405,11 @@ def run(args: argparse.Namespace, port: int, server_pid: int) -> None:
         f"ratio to bare httpx 304 {bare_304 / again:.2f} (target >= 0.8; >= 1,000 feeds/s)"
     )
     print(f"peak memory (this process + pool children): {mem.peak / 2**20:.0f} MB (target < 500)")
+    each = ", ".join(
+        f"{'this process' if pid == os.getpid() else pid} {size / 2**20:.0f}"
+        for pid, size in sorted(mem.by_pid.items(), key=lambda kv: kv[0] != os.getpid())
+    )
+    print(f"  each process's own peak, MB: {each}")
 
 
 async def aggregator_rounds(
