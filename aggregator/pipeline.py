@@ -577,7 +577,7 @@ async def _ingest(ctx: PollContext, body: Body) -> Stored:
     Bodies go to the ingest processes. When all of them are busy (a first fetch), this
     process parses one body at a time in a thread as well, and hands it to an ingest
     process to save: so every core works, and only the ingest processes hold what saving
-    needs (the near-duplicate index, about 550 bytes per recent entry, and the language
+    needs (the near-duplicate index, about 400 bytes per recent entry, and the language
     model, 74 MB), once per machine, not once more here (docs/polling.md).
     """
     repo, pool = ctx.repo, ctx.parsers
