@@ -105,8 +105,9 @@ class PollContext:
     _not_modified: Batcher[tuple[str, PollSave], PollCounts] | None = None
     _tagger_ref: tuple[Tagger, TaggerRef] | None = None
     in_pool: int = 0  # bodies in the ingest processes right now
-    ingesting_here: int = 0  # bodies ingested in threads of this process right now
+    ingesting_here: int = 0  # bodies parsed or ingested in threads of this process now
     parsed_here: int = 0  # bodies parsed here and saved by an ingest process, so far
+    _placing: asyncio.Condition | None = None  # notified when either count goes down
 
     @property
     def states(self) -> Batcher[str, FeedState | None]:
@@ -138,6 +139,42 @@ class PollContext:
             return await pool.run(fn, *args, **kwargs)
         finally:
             self.in_pool -= 1
+            await self._freed()
+
+    async def here(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in a thread of this process, counted in ``ingesting_here`` while it runs."""
+        self.ingesting_here += 1
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        finally:
+            self.ingesting_here -= 1
+            await self._freed()
+
+    async def parse_here(self, pool: ParsePool) -> bool:
+        """Wait until an ingest process has room (False: send it the whole body) or this
+        process's thread is free (True: parse the body here first); see ``_ingest``.
+
+        Room: a job running in each process and one more waiting, so none ever idles
+        while bodies wait. The caller must start its job before its next ``await``, so
+        the next waiter sees it counted.
+        """
+        placing = self.placing
+        async with placing:
+            await placing.wait_for(
+                lambda: self.in_pool <= pool.processes or self.ingesting_here == 0
+            )
+            return self.in_pool > pool.processes
+
+    @property
+    def placing(self) -> asyncio.Condition:
+        if self._placing is None:
+            self._placing = asyncio.Condition()
+        return self._placing
+
+    async def _freed(self) -> None:
+        if self._placing is not None:
+            async with self._placing:
+                self._placing.notify_all()
 
     @property
     def hosts(self) -> HostLimiter:
@@ -574,50 +611,40 @@ async def _poll(
 async def _ingest(ctx: PollContext, body: Body) -> Stored:
     """Parse, dedup, tag and save one fetched body, off the event loop.
 
-    Bodies go to the ingest processes. When all of them are busy (a first fetch), this
-    process parses one body at a time in a thread as well, and hands it to an ingest
-    process to save: so every core works, and only the ingest processes hold what saving
-    needs (the near-duplicate index, about 400 bytes per recent entry, and the language
-    model, 74 MB), once per machine, not once more here (docs/polling.md).
+    Bodies go to the ingest processes while they have room. When they have none (a first
+    fetch), a body waits for room there or for this process's thread, whichever comes
+    first: the thread parses it and hands it to an ingest process to save. So every core
+    works, the ingest processes (the slower stage: on 2 cores they are the bottleneck)
+    spend their time saving, and only they hold what saving needs (the near-duplicate
+    index, about 400 bytes per recent entry, and the language model, 74 MB), once per
+    machine, not once more here (docs/polling.md).
     """
     repo, pool = ctx.repo, ctx.parsers
     if pool is None or pool.processes <= 0:
-        return await _here(ctx, save_body, repo, ctx.tagger, body)
-    fetched, feed_url, started_at, tracking = (
-        body.fetched,
-        body.feed_url,
-        body.started_at,
-        ctx.policy.tracking,
-    )
+        return await ctx.here(save_body, repo, ctx.tagger, body)
+    fetched, tracking = body.fetched, ctx.policy.tracking
     if ctx.tagger.classifier is not None:
         # The classifier's model is hundreds of MB: it stays in this process, which
         # saves, and the ingest processes only parse.
         if ctx.in_pool >= pool.processes and ctx.ingesting_here == 0:
-            return await _here(ctx, save_body, repo, ctx.tagger, body)
-        prepared = await ctx.in_pool_run(pool, prepare, fetched, feed_url, started_at, tracking)
+            return await ctx.here(save_body, repo, ctx.tagger, body)
+        prepared = await ctx.in_pool_run(
+            pool, prepare, fetched, body.feed_url, body.started_at, tracking
+        )
         return await asyncio.to_thread(save_body, repo, ctx.tagger, body, prepared)
     job = IngestJob(repo.url, ctx.tagger_ref, body)
-    if ctx.in_pool >= pool.processes and ctx.ingesting_here == 0:
-        prepared = await _here(
-            ctx, prepare, fetched, feed_url, started_at, tracking, language=False
-        )
+    if await ctx.parse_here(pool):
         job = job._replace(
-            body=body._replace(fetched=fetched._replace(content=b"")), prepared=prepared
+            body=body._replace(fetched=fetched._replace(content=b"")),
+            prepared=await ctx.here(
+                prepare, fetched, body.feed_url, body.started_at, tracking, language=False
+            ),
         )
         ctx.parsed_here += 1
     stored = await ctx.in_pool_run(pool, ingest_job, job)
     if stored.result.new or stored.result.updated:
         repo.local_changes += 1  # the worker committed: this process's pages see it
     return stored
-
-
-async def _here(ctx: PollContext, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn`` in a thread of this process, counted in ``ingesting_here`` while it runs."""
-    ctx.ingesting_here += 1
-    try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    finally:
-        ctx.ingesting_here -= 1
 
 
 def _log_moved(feed_url: str, state: FeedState | None, moved_to: str | None) -> None:

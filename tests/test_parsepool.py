@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,50 @@ def test_ingest_workers_store_what_a_thread_stores(
     if processes == 1:
         assert parsed_here > 0  # bodies the poller parsed while the worker was busy
     assert pooled.repo._buckets._start is None  # only the workers looked up near-duplicates
+
+
+def test_a_body_waits_for_room_in_the_pool_or_for_the_poller_thread(tmp_path: Path) -> None:
+    """With its worker busy and one body waiting for it, the next body waits: for the
+    poller's thread (parsed there, then saved by the worker) or for room in the pool
+    (sent whole), whichever frees first. Never a longer queue at the worker while the
+    thread could parse."""
+    agg = make_agg(tmp_path, "placing", [], 1)
+    pool = ParsePool(1)  # only its size is read: no process is started
+    ctx = agg._context()
+
+    async def scenario() -> list[tuple[str, bool]]:
+        got: list[tuple[str, bool]] = []
+
+        async def place(name: str) -> None:
+            got.append((name, await ctx.parse_here(pool)))
+
+        assert await ctx.parse_here(pool) is False  # room: the worker is idle
+        ctx.in_pool = 2  # one body running in the worker, one waiting for it
+        assert await ctx.parse_here(pool) is True  # no room, but the thread is free
+        lane = threading.Event()
+        busy = asyncio.create_task(ctx.here(lane.wait, 10))  # the thread, busy
+        await asyncio.sleep(0.05)
+        assert ctx.ingesting_here == 1
+        first = asyncio.create_task(place("first"))
+        await asyncio.sleep(0.05)
+        assert got == []  # neither is free
+        ctx.in_pool = 1  # the worker took the waiting body: room for one
+        await ctx._freed()
+        await first
+        assert got == [("first", False)]
+        ctx.in_pool = 2
+        second = asyncio.create_task(place("second"))
+        await asyncio.sleep(0.05)
+        assert got == [("first", False)]
+        lane.set()
+        await busy  # the thread is free again
+        await second
+        return got
+
+    try:
+        assert asyncio.run(scenario()) == [("first", False), ("second", True)]
+    finally:
+        agg.close()
 
 
 def test_a_reloaded_tagger_reaches_the_ingest_workers(
