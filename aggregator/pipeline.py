@@ -196,15 +196,16 @@ def prepare(
     started_at: datetime,
     tracking: dedup.Tracking,
     *,
-    language: bool = True,
+    language: bool = False,
 ) -> tuple[ParsedFeed, list[EntryIntent]]:
     """The part of ingesting that needs no store: parse, and plan every entry as new.
 
-    Pure CPU, picklable in and out: it runs in a parser process (``ParsePool``) or a
+    Pure CPU, picklable in and out: it runs in an ingest process (``ParsePool``) or a
     thread. Identities, content hashes, canonical URLs, near-duplicate fingerprints and,
     with ``language``, each item's language (the costliest part of tagging) are made
     here; ``dedup.decide`` then marks what the store already has. Without it the tagger
-    detects the language of the entries it stores, where it runs.
+    detects the language of the entries it stores, where it runs: not of the unchanged
+    ones, most of a feed polled again without validators.
     """
     parsed = parse(fetched.content, fetched.final_url, fetched.headers, started_at)
     entries = parsed.entries
@@ -629,16 +630,14 @@ async def _ingest(ctx: PollContext, body: Body) -> Stored:
         if ctx.in_pool >= pool.processes and ctx.ingesting_here == 0:
             return await ctx.here(save_body, repo, ctx.tagger, body)
         prepared = await ctx.in_pool_run(
-            pool, prepare, fetched, body.feed_url, body.started_at, tracking
+            pool, prepare, fetched, body.feed_url, body.started_at, tracking, language=True
         )
         return await asyncio.to_thread(save_body, repo, ctx.tagger, body, prepared)
     job = IngestJob(repo.url, ctx.tagger_ref, body)
     if await ctx.parse_here(pool):
         job = job._replace(
             body=body._replace(fetched=fetched._replace(content=b"")),
-            prepared=await ctx.here(
-                prepare, fetched, body.feed_url, body.started_at, tracking, language=False
-            ),
+            prepared=await ctx.here(prepare, fetched, body.feed_url, body.started_at, tracking),
         )
         ctx.parsed_here += 1
     stored = await ctx.in_pool_run(pool, ingest_job, job)

@@ -9,6 +9,7 @@ from builders import Item, config_yaml, news_items, rss
 from conftest import FeedServer
 from live import poll_all
 
+import aggregator.tag as tag_module
 from aggregator.service import Aggregator
 
 
@@ -86,15 +87,25 @@ def test_repeated_polls_store_nothing_twice(
 
 
 def test_server_without_validators_gets_unchanged_not_duplicates(
-    tmp_path: Path, db_url: str, feed_server: FeedServer
+    tmp_path: Path, db_url: str, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = feed_server.serve("/plain.rss", rss(news_items(25)), conditional=False)
     agg = make_agg(tmp_path, db_url, [{"url": url}])
+    detected: list[str] = []
+    detect = tag_module.detect_language
+    monkeypatch.setattr(
+        tag_module,
+        "detect_language",
+        lambda title, *rest: detected.append(title) or detect(title, *rest),
+    )
     first = poll_all(agg)[url]
     assert (first.status, first.new) == ("ok", 25)
+    assert len(detected) == 25
     again = poll_all(agg)[url]
     assert (again.status, again.new, again.updated, again.unchanged) == ("ok", 0, 0, 25)
     assert agg.repo.count_entries() == 25
+    # The language (the costliest part of tagging) is worked out for what is stored only.
+    assert len(detected) == 25
     agg.close()
 
 

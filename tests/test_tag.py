@@ -74,7 +74,8 @@ def test_regex_and_feed_tags() -> None:
 
 
 def test_languages_worked_out_in_the_parser_process_tag_the_same() -> None:
-    """pipeline.prepare detects each item's language; tagging then gives what it gave alone."""
+    """pipeline.prepare(language=True) detects each item's language; tagging then gives
+    what it gave alone."""
     from dataclasses import replace
     from datetime import UTC, datetime
 
@@ -90,7 +91,7 @@ def test_languages_worked_out_in_the_parser_process_tag_the_same() -> None:
         url = f"https://feeds.example/{name}"
         fetched = Fetched(url, url, 200, body, {}, None, None, 0)
         parsed, intents = prepare(
-            fetched, url, datetime(2026, 11, 24, tzinfo=UTC), DEFAULT_POLICY.tracking
+            fetched, url, datetime(2026, 11, 24, tzinfo=UTC), DEFAULT_POLICY.tracking, language=True
         )
         assert intents and all(i.entry.language_known for i in intents)
         feed = FeedContext((), parsed.title, parsed.language)
