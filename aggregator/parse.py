@@ -374,7 +374,9 @@ def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> P
     # would stay relative (it never sees the URL we fetched).
     location = _join(ctx.url, headers.get("content-location", "")) or ctx.url
     fp_headers["content-location"] = location if _is_web_url(location) else ""
-    resolve = _XML_BASE in content
+    # Looked for in the bytes: a UTF-16 or UTF-32 document (NULs near the start) could
+    # hide it, so feedparser resolves those.
+    resolve = _XML_BASE in content or b"\x00" in content[:4]
     # feedparser's pass writes attributes in name order; nh3 keeps them as they come.
     ctx.sort_attributes = not resolve
     try:

@@ -250,6 +250,19 @@ def test_links_made_absolute_by_the_cleaner_give_what_feedparser_gave(
     assert [f.entries for f in now] == [f.entries for f in before]
 
 
+def test_xml_base_counts_in_a_utf16_document() -> None:
+    doc = (
+        '<?xml version="1.0" encoding="utf-16"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        "<title>t</title><id>x</id><updated>2026-11-01T00:00:00Z</updated>"
+        '<entry xml:base="https://other.example/sub/"><title>a</title><id>1</id>'
+        '<updated>2026-11-01T00:00:00Z</updated><content type="html">'
+        '&lt;a href="p/1"&gt;x&lt;/a&gt;</content></entry></feed>'
+    )
+    for encoding in ("utf-16", "utf-16-le", "utf-8"):
+        [entry] = parse_str(doc.encode(encoding), "application/atom+xml").entries
+        assert 'href="https://other.example/sub/p/1"' in entry.content_html, encoding
+
+
 def test_dates_are_aware_utc() -> None:
     for name, entry in all_entries():
         for d in (entry.published, entry.updated):
