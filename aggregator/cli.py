@@ -42,6 +42,7 @@ from storage import Repository, open_repository
 from . import discover, feeds_file, logs, opml, retention
 from .admin_stories import story_uid
 from .arenas import limit_malloc_arenas
+from .collector import pace_collector
 from .config import Config, database_url, load_config, parse_duration
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
 from .explain import explain
@@ -243,6 +244,7 @@ def web_process_app() -> Starlette:
     """One web process of ``aggregator web --processes N`` (a uvicorn app factory)."""
     from .web import create_app
 
+    pace_collector()  # a process of its own, started by uvicorn: main() did not run here
     _setup_logging(bool(os.environ.get(_VERBOSE_ENV)))
     return create_app(_load(Path(os.environ[CONFIG_ENV])), poll=False)
 
@@ -872,6 +874,7 @@ def stories_split(
 
 def main() -> None:
     limit_malloc_arenas()
+    pace_collector()
     app()
 
 
@@ -880,4 +883,5 @@ def serve_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     limit_malloc_arenas()
+    pace_collector()
     app(["serve", *args])
