@@ -353,6 +353,15 @@ def _components() -> dict[str, dict[str, Any]]:
             "title": nullable_str,
             "tags": {"type": "array", "items": {"type": "string"}},
             "interval": {"type": "number", "description": "seconds between polls"},
+            "next_interval": {
+                "type": ["number", "null"],
+                "description": "seconds the scheduler waits after the next poll (hints, "
+                "adaptive rate, backoff), before jitter",
+            },
+            "next_interval_reason": {
+                **nullable_str,
+                "description": "configured, adaptive rate, feed hint (ttl), backoff (2 errors)",
+            },
             "enabled": {"type": "boolean", "description": "as feeds.yaml says"},
             "polling": {"type": "boolean", "description": "enabled and not disabled by a 410"},
             "failing": {"type": "boolean"},

@@ -16,6 +16,11 @@ The token comes from ``$AGGREGATOR_ADMIN_TOKEN`` or from the file named by
 ``$AGGREGATOR_ADMIN_TOKEN_FILE`` (a mounted secret), and is read per request so a rotated
 secret takes effect at once. With neither set, /admin answers 403 and says how to set one;
 a missing or wrong credential is 401. Comparisons use ``hmac.compare_digest``.
+
+Wrong tokens (bearer or the login form) are logged with the client address (never the
+token) and kept for the admin page (``LoginFailures``); after ``MAX_FAILURES`` in
+``FAILURE_WINDOW`` seconds from one address, its tries are answered 429 until the window
+has room again.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -37,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
 from .body_limit import read_capped, replayer
+from .throttle import Throttle
 
 log = logging.getLogger("aggregator.admin")
 
@@ -62,6 +69,44 @@ SECURITY_HEADERS: dict[str, str] = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+# Wrong admin tokens (bearer or login form) per client address before it must wait (429).
+MAX_FAILURES = 10
+FAILURE_WINDOW = 300.0
+RECENT_FAILURES = 50  # kept for the admin page
+
+
+@dataclass
+class LoginFailures:
+    """Wrong admin tokens of one app: throttled per client address, logged, the recent ones
+    kept for the admin page. The token tried is never kept or logged."""
+
+    throttle: Throttle = field(default_factory=lambda: Throttle(MAX_FAILURES, FAILURE_WINDOW))
+    recent: deque[tuple[float, str, str]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_FAILURES)
+    )
+
+    def wait(self, client: str) -> int:
+        """Seconds ``client`` must wait before trying a token again (0: it may now)."""
+        return self.throttle.retry_after(client)
+
+    def failed(self, client: str, via: str) -> None:
+        self.throttle.record(client)
+        self.recent.append((time.time(), client, via))
+        log.warning("admin login failed client=%s via=%s", client, via)
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def too_many(seconds: int) -> tuple[str, dict[str, str]]:
+    return (
+        f"too many wrong admin tokens from this address; try again in {seconds} s",
+        {"Retry-After": str(seconds)},
+    )
 
 
 @dataclass(frozen=True)
@@ -151,8 +196,9 @@ def _cookie(headers: Mapping[str, str]) -> str | None:
 class AdminGuard:
     """ASGI middleware: refuse every /admin request that does not carry the admin token."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, failures: LoginFailures | None = None) -> None:
         self.app = app
+        self.failures = failures or LoginFailures()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not is_admin_path(scope):
@@ -176,7 +222,14 @@ class AdminGuard:
         auth = headers.get("authorization", "")
         scheme, _, cred = auth.partition(" ")
         if scheme.lower() == "bearer" and cred:
+            client = client_address(scope)
+            wait = self.failures.wait(client)
+            if wait:
+                message, extra = too_many(wait)
+                await _deny(scope, send, 429, message, headers, extra)
+                return
             if not check_token(token, cred.strip()):
+                self.failures.failed(client, "bearer")
                 await _deny(scope, send, 401, "wrong admin token", headers)
                 return
             await self._forward(scope, receive, send, "bearer", None)
@@ -237,14 +290,24 @@ class AdminGuard:
 
 
 async def _deny(
-    scope: Scope, send: Send, status: int, message: str, headers: Mapping[str, str]
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    headers: Mapping[str, str],
+    more: Mapping[str, str] | None = None,
 ) -> None:
     wants_html = "text/html" in headers.get("accept", "")
     extra: list[tuple[bytes, bytes]] = [
-        (k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+        (k.lower().encode(), v.encode()) for k, v in {**SECURITY_HEADERS, **(more or {})}.items()
     ]
     if status == 401:
         extra.append((b"www-authenticate", b'Bearer realm="aggregator admin"'))
+    if status == 401 and wants_html and scope["method"] in ("GET", "HEAD"):
+        # A browser without a session goes to the login form; API clients keep the 401.
+        if "authorization" not in headers:
+            extra.append((b"location", b"/login"))
+            status, message = 303, "log in at /login"
     if wants_html:
         link = '<p><a href="/login">Log in</a></p>' if status == 401 else ""
         body = (

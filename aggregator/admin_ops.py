@@ -28,7 +28,8 @@ from . import feeds_file
 from .config import Config, FeedConfig, TopicConfig
 from .exceptions import ConfigEditError
 from .retag import RetagResult, retag, tagger_for
-from .service import Aggregator
+from .schedule import Effective
+from .service import Aggregator, next_interval
 from .types import FeedHealth, StoredEntry
 
 log = logging.getLogger("aggregator.admin")
@@ -77,6 +78,7 @@ class FeedRow:
     config: FeedConfig
     interval_seconds: float
     health: FeedHealth | None
+    next_interval: Effective | None = None  # what the scheduler will wait, and why
 
     @property
     def id(self) -> int | None:
@@ -95,6 +97,10 @@ class FeedRow:
             "title": f.title or (h.title if h else None) or None,
             "tags": list(f.tags),
             "interval": self.interval_seconds,
+            "next_interval": self.next_interval.delay.total_seconds()
+            if self.next_interval
+            else None,
+            "next_interval_reason": self.next_interval.reason if self.next_interval else None,
             "enabled": f.enabled,
             "polling": f.enabled and not (h and h.disabled_reason),
             "failing": self.failing,
@@ -228,8 +234,15 @@ class AdminOps:
     async def feeds(self) -> list[FeedRow]:
         config = self.agg.config
         health = {h.url: h for h in await asyncio.to_thread(self.agg.repo.feed_health)}
+        states = await asyncio.to_thread(self.agg.repo.feed_states)
+        now = datetime.now(UTC)
         return [
-            FeedRow(f, config.interval_for(f).total_seconds(), health.get(f.url))
+            FeedRow(
+                f,
+                config.interval_for(f).total_seconds(),
+                health.get(f.url),
+                next_interval(config, f, states.get(f.url), now),
+            )
             for f in config.feeds
         ]
 

@@ -13,10 +13,11 @@ feeds.yaml with its comments kept, and applied to the running process.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,9 +28,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import admin_guard as guard
-from . import feeds_file
+from . import charts, feeds_file
 from .admin_ops import AdminOps, FeedRow, Preview, check_text, full_topic, topic_json
+from .config import approx_duration
+from .config import format_duration as span
 from .exceptions import ConfigEditError, ConfigError
+from .types import PollMark
 
 ACTIONS = (
     "add-feed",
@@ -41,6 +45,8 @@ ACTIONS = (
     "save-topic",
     "remove-topic",
 )
+POLL_MARKS = 30  # polls in each feed's timeline ...
+POLL_WINDOW = timedelta(days=7)  # ... at most this far back
 TOPIC_TEMPLATE = """\
 name: Climate
 slug: climate
@@ -50,17 +56,49 @@ rules:
   categories: [environment]
 """
 
+# One readable table: rows that say their state in words and in colour (a bar on the left,
+# a label), URLs that wrap at their separators, and below 48rem each row becomes a card
+# whose cells name their column, so nothing scrolls sideways on a phone.
 _STYLE = """
-body{font:16px/1.45 system-ui,sans-serif;margin:1rem auto;max-width:80rem;padding:0 1rem;color:#111}
-table{border-collapse:collapse;width:100%;font-size:.92rem}
-th,td{border-bottom:1px solid #ccc;padding:.3rem .4rem;text-align:left;vertical-align:top}
-tr.failing{background:#fde8e8}tr.off{color:#666}
-.bad{color:#a00;font-weight:600}.ok{color:#060}
-form.inline{display:inline}button{font:inherit;cursor:pointer}
-textarea{width:100%;font:14px/1.4 ui-monospace,monospace}
-[role=alert]{border:2px solid #a00;padding:.5rem;background:#fff4f4}
-[role=status]{border:2px solid #060;padding:.5rem;background:#f2fff2}
-.url{font-size:.8rem;color:#444;word-break:break-all}
+:root{--ink:#1b1f24;--muted:#57606a;--line:#d0d7de;--ok:#1a7f37;--bad:#b42318;--off:#6e7781}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:90rem;padding:0 1rem 2rem;
+color:var(--ink);background:#fff}
+header{display:flex;gap:1rem;align-items:center;flex-wrap:wrap;border-bottom:1px solid var(--line);
+padding:.5rem 0;margin-bottom:1rem}
+header h1{font-size:1.3rem;margin:0;margin-right:auto}
+h2{font-size:1.15rem;margin:1.5rem 0 .5rem}h3{font-size:1rem}
+a{color:#0550ae}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+caption{text-align:left;color:var(--muted);padding:.3rem 0}
+th,td{border-bottom:1px solid var(--line);padding:.45rem .5rem;text-align:left;vertical-align:top}
+thead th{position:sticky;top:0;background:#f6f8fa;font-weight:600;
+border-bottom:2px solid var(--line)}
+tbody tr:nth-child(even){background:#fafbfc}
+tbody tr{border-left:4px solid var(--line)}tr.good{border-left-color:var(--ok)}
+tr.failing{background:#fff5f5 !important;border-left-color:var(--bad)}
+tr.off{color:var(--muted);border-left-color:var(--off)}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:var(--bad);font-weight:600}.ok{color:var(--ok);font-weight:600}
+.why,.url{font-size:.8rem;color:var(--muted)}
+.url,code{overflow-wrap:anywhere}
+.polls{display:block;margin-top:.3rem}
+form.inline{display:inline}
+button{font:inherit;cursor:pointer;padding:.15rem .5rem;border:1px solid var(--line);
+border-radius:4px;background:#f6f8fa;color:var(--ink)}
+button:hover{background:#eaeef2}
+input,textarea{font:inherit;max-width:100%}
+textarea{width:100%;font:13px/1.4 ui-monospace,monospace}
+[role=alert]{border:2px solid var(--bad);padding:.5rem;background:#fff4f4}
+[role=status]{border:2px solid var(--ok);padding:.5rem;background:#f2fff2}
+@media (max-width:48rem){
+table.feeds thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+table.feeds,table.feeds tbody,table.feeds tr,table.feeds td{display:block;width:100%}
+table.feeds tr{border:1px solid var(--line);border-left-width:4px;margin:.6rem 0;padding:.3rem}
+table.feeds td{border:0;padding:.2rem .3rem}
+table.feeds td[data-label]::before{content:attr(data-label) ": ";font-weight:600;color:var(--muted)}
+table:not(.feeds){display:block;overflow-x:auto}
+}
 """
 
 
@@ -77,6 +115,16 @@ def _when(value: str | None, now: datetime) -> str:
     span = f"{mins} min" if mins < 120 else f"{round(mins / 60)} h"
     rel = f"in {span}" if seconds > 0 else f"{span} ago"
     return f'<time datetime="{_e(value)}">{at:%Y-%m-%d %H:%M} UTC</time> ({rel})'
+
+
+def _interval_cell(f: dict[str, Any]) -> str:
+    configured = span(f["interval"])
+    if not f["polling"] or f["next_interval"] is None:
+        return configured
+    effective, reason = approx_duration(f["next_interval"]), f["next_interval_reason"]
+    if reason == "configured":
+        return configured
+    return f'{configured}<div class="why">next: {effective} ({_e(reason)})</div>'
 
 
 def _csrf_field(request: Request) -> str:
@@ -99,19 +147,35 @@ def _button(request: Request, do: str, label: str, **fields: object) -> str:
     )
 
 
-def _feed_rows(request: Request, rows: Sequence[FeedRow], now: datetime) -> str:
+def _wrappable(url: str) -> str:
+    """The URL escaped, with a line-break opportunity after each separator (not mid-word)."""
+    out = _e(url)
+    for sep in ("/", ".", "?", "&amp;", "="):
+        out = out.replace(sep, sep + "<wbr>")
+    return out.replace("/<wbr>/<wbr>", "//<wbr>")
+
+
+def _feed_rows(
+    request: Request,
+    rows: Sequence[FeedRow],
+    polls: Mapping[str, Sequence[PollMark]],
+    now: datetime,
+) -> str:
     out = []
     for row in rows:
         f = row.as_json()
         cls = "failing" if row.failing else ("off" if not f["polling"] else "")
+        if not cls and f["last_status"]:
+            cls = "good"
         if f["disabled_reason"]:
-            state = f'<span class="bad">disabled: {_e(f["disabled_reason"])}</span>'
+            state = f'<span class="bad">✗ disabled: {_e(f["disabled_reason"])}</span>'
         elif not f["enabled"]:
             state = "disabled"
         elif row.failing:
-            state = f'<span class="bad">failing: {_e(f["last_error"] or "")}</span>'
+            state = f'<span class="bad">✗ failing: {_e(f["last_error"] or "")}</span>'
         elif f["last_status"]:
-            state = f'<span class="ok">{_e(f["last_status"])}</span>'
+            words = "not modified (304)" if f["last_status"] == "not_modified" else "ok"
+            state = f'<span class="ok">✓ {words}</span>'
         else:
             state = "not polled yet"
         actions = []
@@ -126,13 +190,15 @@ def _feed_rows(request: Request, rows: Sequence[FeedRow], now: datetime) -> str:
         title = f["title"] or f["url"]
         out.append(
             f'<tr class="{cls}" data-url="{_e(f["url"])}">'
-            f'<td>{_e(title)}<div class="url">{_e(f["url"])}</div></td>'
-            f"<td>{_e(', '.join(f['tags']))}</td>"
-            f"<td>{_when(f['last_success'], now)}</td>"
-            f"<td>{f['consecutive_errors']}</td>"
-            f"<td>{f['items_per_day']:g}</td>"
-            f"<td>{_when(f['next_poll'], now) if f['polling'] else '—'}</td>"
-            f'<td class="state">{state}</td>'
+            f'<td>{_e(title)}<div class="url">{_wrappable(f["url"])}</div></td>'
+            f'<td data-label="Tags">{_e(", ".join(f["tags"])) or "—"}</td>'
+            f'<td data-label="Interval">{_interval_cell(f)}</td>'
+            f'<td data-label="Last success">{_when(f["last_success"], now)}</td>'
+            f'<td data-label="Errors" class="num">{f["consecutive_errors"]}</td>'
+            f'<td data-label="Items/day" class="num">{f["items_per_day"]:g}</td>'
+            f'<td data-label="Next poll">{_when(f["next_poll"], now) if f["polling"] else "—"}</td>'
+            f'<td data-label="Status" class="state">{state}'
+            f"{charts.poll_strip(polls.get(f['url'], ()))}</td>"
             f"<td>{' '.join(actions)}</td></tr>"
         )
     return "".join(out)
@@ -187,6 +253,7 @@ def routes(ops: AdminOps) -> list[BaseRoute]:
     ) -> Response:
         now = datetime.now(UTC)
         rows = await ops.feeds()
+        polls = await asyncio.to_thread(agg.repo.recent_polls, POLL_MARKS, now - POLL_WINDOW)
         counts = await ops.topic_counts()
         if topic_text is None:
             chosen = agg.config.topic(request.query_params.get("topic", ""))
@@ -216,27 +283,42 @@ def routes(ops: AdminOps) -> list[BaseRoute]:
                 "<p>The last edit of the file was refused; the server runs the previous "
                 f"version. Fix these:</p><ul>{lines}</ul></section>"
             )
+        failures = getattr(request.app.state, "login_failures", None)
+        if failures is not None and failures.recent:
+            recent = list(failures.recent)[-10:][::-1]
+            items = "".join(
+                f"<li>{_e(datetime.fromtimestamp(t, UTC).strftime('%Y-%m-%d %H:%M:%S'))} UTC "
+                f"from <code>{_e(client)}</code> ({_e(via)})</li>"
+                for t, client, via in recent
+            )
+            parts.append(
+                '<section id="login-failures" aria-labelledby="login-failures-h">'
+                f'<h2 id="login-failures-h">Failed logins ({len(failures.recent)} recent)</h2>'
+                f"<ul>{items}</ul></section>"
+            )
         parts.append(
             f'<section aria-labelledby="feeds-h"><h2 id="feeds-h">Feeds ({len(rows)}, '
-            f"{failing} failing)</h2><table><caption>Feed health, from "
+            f'{failing} failing)</h2><table class="feeds"><caption>Feed health, from '
             f"<code>{_e(agg.config_path)}</code></caption><thead><tr>"
-            "<th scope=col>Feed</th><th scope=col>Tags</th><th scope=col>Last success</th>"
+            "<th scope=col>Feed</th><th scope=col>Tags</th><th scope=col>Interval</th>"
+            "<th scope=col>Last success</th>"
             "<th scope=col>Errors</th><th scope=col>Items/day</th><th scope=col>Next poll</th>"
             "<th scope=col>Status</th><th scope=col>Actions</th></tr></thead>"
-            f"<tbody>{_feed_rows(request, rows, now)}</tbody></table>"
+            f"<tbody>{_feed_rows(request, rows, polls, now)}</tbody></table>"
             '<h3>Add a feed</h3><form method="post" action="/admin" id="add-feed">'
             f'{csrf}<input type="hidden" name="do" value="add-feed">'
             f'<p><label>Feed URL <input type="url" name="url" required size="60" '
             f'value="{_e(ff.get("url", ""))}"></label></p>'
             f'<p><label>Tags (comma-separated) <input name="tags" '
             f'value="{_e(ff.get("tags", ""))}"></label> '
-            f'<label>Interval <input name="interval" placeholder="30m" size="6" '
+            f'<label>Interval <input name="interval" size="6" '
+            f'placeholder="{span(agg.config.settings.default_interval.total_seconds())}" '
             f'value="{_e(ff.get("interval", ""))}"></label></p>'
             '<p><button type="submit">Add feed</button></p></form></section>'
         )
         topic_links = "".join(
             f'<li><a href="/admin?topic={_e(t.slug)}#topic-editor">{_e(t.name)}</a> '
-            f"({counts.get(t.slug, 0)} stories) "
+            f"({charts.stories(counts.get(t.slug, 0))}) "
             f'<a href="/topics/{_e(t.slug)}">page</a></li>'
             for t in agg.config.topics
         )

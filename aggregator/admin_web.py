@@ -68,7 +68,9 @@ def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
     return HTMLResponse(page, status_code=status, headers=guard.SECURITY_HEADERS)
 
 
-def routes(agg: Aggregator) -> list[BaseRoute]:
+def routes(agg: Aggregator, failures: guard.LoginFailures | None = None) -> list[BaseRoute]:
+    failed = failures or guard.LoginFailures()
+
     async def login_form(request: Request) -> Response:
         source = guard.admin_token()
         return _login_page(source.problem or "", 200 if source.token else 403)
@@ -77,9 +79,17 @@ def routes(agg: Aggregator) -> list[BaseRoute]:
         source = guard.admin_token()
         if source.token is None:
             return _login_page(source.problem or "", 403)
+        client = guard.client_address(request.scope)
+        wait = failed.wait(client)
+        if wait:
+            message, headers = guard.too_many(wait)
+            page = _login_page(message, 429)
+            page.headers.update(headers)
+            return page
         form = await request.form()
         given = form.get("token")
         if not isinstance(given, str) or not guard.check_token(source.token, given.strip()):
+            failed.failed(client, "login")
             return _login_page("wrong admin token", 401)
         resp = RedirectResponse("/admin", status_code=303, headers=guard.SECURITY_HEADERS)
         resp.set_cookie(

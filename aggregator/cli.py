@@ -16,6 +16,9 @@ aggregator explain ITEM        why an item has its tags (stored reasons, today's
 aggregator opml import|export  the feed list as OPML
 aggregator stories --since 1d  the largest stories and their sources (what merged)
 aggregator stories split STORY ENTRY...   move entries off a wrongly merged story
+aggregator stories split STORY            take a story out of the event it wrongly joined
+aggregator stories join STORY STORY       make two stories' events one
+aggregator stories explain STORY          an event's stories and why each joined
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -31,10 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from ruamel.yaml.comments import CommentedMap
 
 from storage import Repository, open_repository
@@ -43,11 +49,20 @@ from . import discover, feeds_file, logs, opml, retention
 from .admin_stories import story_uid
 from .arenas import limit_malloc_arenas
 from .collector import pace_collector
-from .config import Config, database_url, load_config, parse_duration
+from .config import (
+    Config,
+    FeedConfig,
+    approx_duration,
+    database_url,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+from .corrections import CorrectionError, correct
 from .exceptions import AggregatorError, ConfigEditError, ConfigError, StoryError
 from .explain import explain
 from .retag import retag
-from .service import Aggregator, fetch_limits
+from .service import Aggregator, fetch_limits, next_interval
 from .types import FeedHealth, PollResult
 
 if TYPE_CHECKING:
@@ -75,6 +90,34 @@ def _setup_logging(verbose: bool = False) -> None:
     logs.setup(verbose)
 
 
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 feed``, ``2 feeds``, ``0 feeds``: the count and the noun that agrees with it."""
+    return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
+
+
+def _print_table(table: Table) -> None:
+    """A table that fits the terminal, or one tab-separated record per line when piped.
+
+    Piped output is for grep, cut and scripts: a header line of column names, then each row
+    on one line with the markup stripped and a cell's own line breaks shown as ``; ``.
+    Wrapping a table at the 80 columns rich assumes off a terminal folds URLs over lines.
+    """
+    if console.is_terminal:
+        console.print(table)
+        return
+
+    def plain(cell: object) -> str:
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+    columns = [list(c.cells) for c in table.columns]
+    lines = ["\t".join(plain(c.header) for c in table.columns)]
+    for row in zip(*columns, strict=True):
+        lines.append("\t".join(plain(cell) for cell in row))
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
 def _load(config: Path) -> Aggregator:
     try:
         return Aggregator.from_file(config)
@@ -99,8 +142,8 @@ def validate(config: ConfigOption = Path("feeds.yaml")) -> None:
         err_console.print(f"[red]{len(e.errors)} error(s)[/red]")
         raise typer.Exit(1) from e
     console.print(
-        f"[green]ok[/green]: {config}: {len(cfg.feeds)} feeds "
-        f"({sum(f.enabled for f in cfg.feeds)} enabled), {len(cfg.topics)} topics"
+        f"[green]ok[/green]: {config}: {plural(len(cfg.feeds), 'feed')} "
+        f"({sum(f.enabled for f in cfg.feeds)} enabled), {plural(len(cfg.topics), 'topic')}"
     )
 
 
@@ -110,15 +153,16 @@ def _results_table(results: list[PollResult]) -> Table:
         table.add_column(col, overflow="fold")
     colours = {"ok": "green", "not_modified": "cyan", "error": "red"}
     for r in sorted(results, key=lambda r: (r.status != "error", r.feed_url)):
+        # Masked like the log lines: this output is pasted into tickets and chat as well.
         table.add_row(
-            r.feed_url,
+            escape(logs.redact(r.feed_url)),
             f"[{colours[r.status]}]{r.status}[/]",
             str(r.http_status or ""),
             str(r.new),
             str(r.updated),
             str(r.unchanged),
             str(r.elapsed_ms),
-            r.error or "",
+            escape(logs.redact(r.error or "")),
         )
     return table
 
@@ -136,6 +180,16 @@ def poll(
     _setup_logging(verbose)
     agg = _load(config)
     try:
+        unknown = [u for u in feed or [] if agg.config.feed(u) is None]
+        if unknown:
+            # Polled, it would stay in the store as a feed feeds.yaml does not list.
+            for u in unknown:
+                err_console.print(
+                    f"[red]error:[/red] {u} is not in {config}; add it first with "
+                    f"`aggregator feeds add {u}`",
+                    highlight=False,
+                )
+            raise typer.Exit(2)
         if once or feed:
             urls = feed or [f.url for f in agg.enabled_feeds()]
             with Progress(
@@ -147,30 +201,62 @@ def poll(
                 transient=True,
             ) as progress:
                 task = progress.add_task("poll", total=len(urls))
-                results = asyncio.run(_poll_once(agg, urls, lambda _r: progress.advance(task)))
-            console.print(_results_table(results))
+                results, stopped = asyncio.run(
+                    _poll_once(agg, urls, lambda _r: progress.advance(task))
+                )
+            _print_table(_results_table(results))
             failed = sum(r.status == "error" for r in results)
-            console.print(f"{len(results)} feeds polled, {failed} failed")
+            console.print(f"{plural(len(results), 'feed')} polled, {failed} failed")
+            if stopped:
+                err_console.print(
+                    f"stopped by a signal: {len(urls) - len(results)} feed(s) not polled"
+                )
+                raise typer.Exit(EXIT_STOPPED)
+            if failed:
+                raise typer.Exit(EXIT_FAILED)  # cron and scripts can tell
         else:
             asyncio.run(_poll_forever(agg))
     finally:
         agg.close()
 
 
+log = logging.getLogger("aggregator.cli")
+
+# `poll --once` exit codes: some feed failed; stopped by SIGTERM/SIGINT (128 + 15).
+EXIT_FAILED = 1
+EXIT_STOPPED = 143
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (instead of dying at once, as Python would)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def _poll_once(
     agg: Aggregator, urls: list[str], on_done: Callable[[PollResult], None]
-) -> list[PollResult]:
+) -> tuple[list[PollResult], bool]:
+    """The results, and whether a signal stopped it: no new poll is started then, and the
+    polls in progress finish (each bounded by fetch_timeout) and are saved."""
+    stop = _stop_on_signals()
     try:
-        return await agg.poll_all(urls, on_done)
+        return await agg.poll_all(urls, on_done, stop), stop.is_set()
     finally:
         await agg.stop()
 
 
 async def _poll_forever(agg: Aggregator) -> None:
+    stop = _stop_on_signals()
     agg.start_polling()
     agg.start_watching()
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("stopping: polls in progress finish first")
     finally:
         await agg.stop()
 
@@ -396,19 +482,19 @@ def status(
         if h.moved_to:
             state += f"\nmoved to {h.moved_to}"
         table.add_row(
-            escape(f"{h.title}\n{h.url}" if h.title else h.url),
+            escape(logs.redact(f"{h.title}\n{h.url}" if h.title else h.url)),
             escape(state),
             _ago(h.last_attempt_at, now),
             _ago(h.last_success_at, now),
             str(h.consecutive_errors),
-            escape(h.last_error or ""),
+            escape(logs.redact(h.last_error or "")),
             "-" if off else _ago(h.next_poll_at, now),
             f"{h.items_per_day:g}",
             style="red" if bad else ("dim" if off else None),
         )
-    console.print(table)
+    _print_table(table)
     console.print(
-        f"{len(rows)} feeds: {len(rows) - failing - disabled} ok, "
+        f"{plural(len(rows), 'feed')}: {len(rows) - failing - disabled} ok, "
         f"[red]{failing} failing[/red], {disabled} disabled or removed",
         highlight=False,
     )
@@ -500,12 +586,15 @@ def prune_cmd(
         table.add_column("entries", justify="right")
         for url, n in counts.pruned.items():
             table.add_row(escape(url), str(n))
-        console.print(table)
+        _print_table(table)
     verb = "would prune" if dry_run else "pruned"
     console.print(
-        f"{verb} {counts.entries} entries from {len(counts.pruned)} feeds; "
-        f"{counts.stories_hidden} stories {'would be' if dry_run else 'are'} no longer published; "
-        f"{counts.tombstones_expired} tombstones {'would expire' if dry_run else 'expired'}, "
+        f"{verb} {plural(counts.entries, 'entry', 'entries')} from "
+        f"{plural(len(counts.pruned), 'feed')}; "
+        f"{plural(counts.stories_hidden, 'story', 'stories')} "
+        f"{'would be' if dry_run else 'are'} no longer published; "
+        f"{plural(counts.tombstones_expired, 'tombstone')} "
+        f"{'would expire' if dry_run else 'expired'}, "
         f"{counts.tombstones} kept",
         highlight=False,
     )
@@ -525,9 +614,21 @@ def retag_cmd(
     """Re-apply the current topics to every stored item (no fetching); publish the changes."""
     agg = _load(config)
     slugs = {t.slug for t in agg.config.topics}
-    for slug in topic or []:
-        if slug not in slugs:
-            console.print(f"topic {slug!r} is not in {config}: its stored tags are removed")
+    gone = [s for s in topic or [] if s not in slugs]
+    if gone:
+        stored = agg.repo.topic_counts()
+        for slug in gone:
+            if stored.get(slug):
+                console.print(f"topic {slug!r} is not in {config}: its stored tags are removed")
+            else:
+                err_console.print(
+                    f"[red]error:[/red] no topic {slug!r} in {config} and no stored tags for "
+                    f"it (topics: {', '.join(sorted(slugs))})",
+                    highlight=False,
+                )
+        if any(not stored.get(slug) for slug in gone):
+            agg.close()
+            raise typer.Exit(2)
     try:
         with Progress(
             TextColumn("re-tagging"),
@@ -546,7 +647,7 @@ def retag_cmd(
             )
     finally:
         agg.close()
-    console.print(f"{result.entries} items re-tagged, {result.changed} changed")
+    console.print(f"{plural(result.entries, 'item')} re-tagged, {result.changed} changed")
     if result.topics:
         console.print("feeds changed: " + ", ".join(sorted(result.topics)), highlight=False)
 
@@ -574,8 +675,11 @@ def explain_cmd(item: str, config: ConfigOption = Path("feeds.yaml")) -> None:
         for key in [*now, *(k for k in e.stored if k not in now)]:
             v = now.get(key)
             verdict = "-" if v is None else (f"in: {v.reason}" if v.reason else f"out: {v.why_not}")
+            if key in e.corrections:
+                fixed = "in" if e.corrections[key] else "out"
+                verdict = f"{fixed}: correction by an admin (rules: {verdict})"
             table.add_row(key, e.stored.get(key, ""), verdict)
-        console.print(table)
+        _print_table(table)
 
 
 # -- editing feeds.yaml ----------------------------------------------------------------------
@@ -588,6 +692,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(opml_app, name="opml")
 stories_app = typer.Typer(help="Stories: what merged, and splitting a wrong merge.")
 app.add_typer(stories_app, name="stories")
+tags_app = typer.Typer(help="Correct an item's topics: corrections win over rules and the model.")
+app.add_typer(tags_app, name="tags")
 
 
 def _edit(
@@ -605,7 +711,10 @@ def _edit(
             err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from e
     what = done if isinstance(done, str) else done()
-    console.print(f"{what} ({len(cfg.feeds)} feeds, {len(cfg.topics)} topics)", highlight=False)
+    console.print(
+        f"{what} ({plural(len(cfg.feeds), 'feed')}, {plural(len(cfg.topics), 'topic')})",
+        highlight=False,
+    )
     return cfg
 
 
@@ -616,6 +725,18 @@ def _load_config(config: Path) -> Config:
         for line in e.errors:
             err_console.print(line, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from e
+
+
+def _stored_titles(cfg: Config, config: Path) -> dict[str, str]:
+    """Each polled feed's own title, from the store (none if there is no store yet)."""
+    url = database_url(cfg, config)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}  # never polled: do not create a store just to export
+    repo = _open_store(cfg, config)
+    try:
+        return {h.url: h.title for h in repo.feed_health(datetime.now(UTC)) if h.title}
+    finally:
+        repo.close()
 
 
 def _open_store(cfg: Config, config: Path) -> Repository:
@@ -670,7 +791,7 @@ def _discovered(url: str, config: Path, pick: str | None) -> str:
     chosen = discover.choose(found, pick)
     if chosen is None:
         if found:
-            err_console.print(f"{len(found)} feeds found on {url}:", highlight=False)
+            err_console.print(f"{plural(len(found), 'feed')} found on {url}:", highlight=False)
             for i, f in enumerate(found, 1):
                 err_console.print(f"  {i}. {f.url}  ({f.kind}) {f.title}", highlight=False)
             err_console.print("add one with --pick N (or --pick URL)", highlight=False)
@@ -711,29 +832,32 @@ def feeds_list(
         str | None, typer.Option("--tag", "-t", help="Only feeds with this tag.")
     ] = None,
 ) -> None:
-    """The feeds in feeds.yaml with their tags, interval and state."""
+    """The feeds in feeds.yaml with their tags, interval (and the next one, why) and state."""
     cfg = _load_config(config)
+    repo = _open_store(cfg, config)
+    try:
+        states = repo.feed_states()
+    finally:
+        repo.close()
+    now = datetime.now(UTC)
     table = Table(title=f"Feeds in {config}")
-    for col in ("url", "title", "tags", "interval", "enabled"):
+    for col in ("url", "title", "tags", "interval", "next interval", "enabled"):
         table.add_column(col, overflow="fold")
     shown = [f for f in cfg.feeds if tag is None or tag in f.tags]
     for f in shown:
+        state = states.get(f.url)
+        planned = next_interval(cfg, f, state, now)
+        off = not f.enabled or (state is not None and state.disabled_reason is not None)
         table.add_row(
-            f.url,
-            f.title or "",
-            ", ".join(f.tags),
-            _duration(cfg.interval_for(f).total_seconds()),
+            escape(f.url),
+            escape(f.title or ""),
+            escape(", ".join(f.tags)),
+            format_duration(cfg.interval_for(f).total_seconds()),
+            "-" if off else f"{approx_duration(planned.delay.total_seconds())} ({planned.reason})",
             "[green]yes[/]" if f.enabled else "[red]no[/]",
         )
-    console.print(table)
-    console.print(f"{len(shown)} feeds ({sum(f.enabled for f in shown)} enabled)")
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+    _print_table(table)
+    console.print(f"{plural(len(shown), 'feed')} ({sum(f.enabled for f in shown)} enabled)")
 
 
 @topics_app.command("list")
@@ -749,8 +873,8 @@ def topics_list(config: ConfigOption = Path("feeds.yaml")) -> None:
             for key, value in t.rules.model_dump(exclude_defaults=True).items()
         ]
         table.add_row(t.slug, t.name, "\n".join(rules))
-    console.print(table)
-    console.print(f"{len(cfg.topics)} topics")
+    _print_table(table)
+    console.print(plural(len(cfg.topics), "topic"))
 
 
 def _rule_summary(key: str, value: object) -> str:
@@ -777,24 +901,41 @@ def opml_import(
         err_console.print(f"[red]error:[/red] {e.errors[0]}", highlight=False)
         raise typer.Exit(1) from e
     skipped: list[str] = []
+    # Each outline on its own: one bad one is listed, the others are imported.
+    good: list[tuple[opml.OpmlFeed, list[str]]] = []
+    refused: list[str] = []
+    for f in found:
+        tags = list(dict.fromkeys([*f.tags, *(tag or [])]))
+        try:
+            FeedConfig.model_validate({"url": f.url, "title": f.title, "tags": tags})
+        except ValidationError as e:
+            why = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+            refused.append(f"{f.title or f.url!r} (xmlUrl={f.url!r}): {why}")
+        else:
+            good.append((f, tags))
 
     def change(doc: CommentedMap) -> None:
         present = {f.get("url") for f in doc.get("feeds") or []}
-        for f in found:
+        for f, tags in good:
             if f.url in present:
                 skipped.append(f.url)
                 continue
-            tags = list(dict.fromkeys([*f.tags, *(tag or [])]))
             feeds_file.add_feed(doc, f.url, title=f.title, tags=tags)
 
-    _edit(
-        config,
-        change,
-        lambda: (
-            f"imported {len(found) - len(skipped)} feeds from {file}, "
-            f"{len(skipped)} already present"
-        ),
-    )
+    if good:
+        _edit(
+            config,
+            change,
+            lambda: (
+                f"imported {len(good) - len(skipped)} feeds from {file}, "
+                f"{len(skipped)} already present"
+            ),
+        )
+    if refused:
+        err_console.print(f"[red]refused {len(refused)} outline(s) of {file}:[/red]")
+        for line in refused:
+            err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @opml_app.command("export")
@@ -805,7 +946,8 @@ def opml_export(
     ] = None,
 ) -> None:
     """Write the feed list as OPML 2.0 (to stdout by default)."""
-    data = opml.render_opml(_load_config(config).feeds)
+    cfg = _load_config(config)
+    data = opml.render_opml(cfg.feeds, _stored_titles(cfg, config))
     if output is None:
         sys.stdout.buffer.write(data)
     else:
@@ -850,26 +992,150 @@ def stories_list(
             "\n".join(escape(e.title) for e in c.entries),
             end_section=True,
         )
-    console.print(table)
-    console.print(f"{len(found)} stories; split one with: aggregator stories split STORY ENTRY...")
+    _print_table(table)
+    console.print(
+        f"{plural(len(found), 'story', 'stories')}; "
+        "split one with: aggregator stories split STORY ENTRY..."
+    )
 
 
 @stories_app.command("split")
 def stories_split(
     story: Annotated[str, typer.Argument(help="Story uid, or its item id in the feeds.")],
-    entries: Annotated[list[int], typer.Argument(help="Entry ids to move to a new story.")],
+    entries: Annotated[
+        list[int] | None,
+        typer.Argument(help="Entry ids to move to a new story; none: leave the event."),
+    ] = None,
     config: ConfigOption = Path("feeds.yaml"),
 ) -> None:
-    """Move entries off a story into a new one; later polls never merge them back."""
+    """Move entries off a story into a new one, or (no entries) take the story out of its
+    event; later polls never merge them back."""
     agg = _load(config)
     try:
-        new_uid = agg.repo.split_story(story_uid(story), entries, datetime.now(UTC))
+        if entries:
+            new_uid = agg.repo.split_story(story_uid(story), entries, datetime.now(UTC))
+        else:
+            left = agg.repo.split_event(story_uid(story), datetime.now(UTC))
     except StoryError as e:
         err_console.print(f"[red]not split:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from e
     finally:
         agg.close()
-    console.print(f"split: {len(set(entries))} entries now in story {new_uid}", highlight=False)
+    if entries:
+        console.print(f"split: {len(set(entries))} entries now in story {new_uid}", highlight=False)
+    else:
+        console.print(f"split: story {story_uid(story)} left event {left}", highlight=False)
+
+
+@stories_app.command("join")
+def stories_join(
+    story: Annotated[str, typer.Argument(help="A story uid, or its item id in the feeds.")],
+    other: Annotated[str, typer.Argument(help="A story of the other event.")],
+    config: ConfigOption = Path("feeds.yaml"),
+) -> None:
+    """Make the events of two stories one (coverage of one event that matching missed)."""
+    agg = _load(config)
+    try:
+        lead = agg.repo.join_events(story_uid(story), story_uid(other), datetime.now(UTC))
+    except StoryError as e:
+        err_console.print(f"[red]not joined:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from e
+    finally:
+        agg.close()
+    console.print(f"joined: one event, published as story {lead}", highlight=False)
+
+
+@stories_app.command("explain")
+def stories_explain(
+    story: Annotated[str, typer.Argument(help="A story uid, or its item id in the feeds.")],
+    config: ConfigOption = Path("feeds.yaml"),
+) -> None:
+    """The stories of a story's event and why each joined it."""
+    agg = _load(config)
+    try:
+        members = agg.repo.event_explained(story_uid(story))
+    except StoryError as e:
+        err_console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(1) from e
+    finally:
+        agg.close()
+    table = Table(title=f"Event of story {story_uid(story)}")
+    table.add_column("story", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("title", overflow="fold")
+    table.add_column("why", overflow="fold")
+    for m in members:
+        table.add_row(
+            m.uid,
+            "\n".join(escape(e.feed_title) for e in m.entries),
+            "\n".join(escape(e.title) for e in m.entries),
+            escape(m.reason or "lead: the event's first story"),
+            end_section=True,
+        )
+    console.print(table)
+
+
+ItemArg = Annotated[str, typer.Argument(help="An entry id, a story uid or its item id.")]
+TopicArg = Annotated[str, typer.Argument(help="A topic slug of feeds.yaml.")]
+
+
+def _correct(config: Path, item: str, topic: str, inside: bool | None) -> None:
+    agg = _load(config)
+    try:
+        done = correct(agg.repo, agg.tagger, item, topic, inside)
+    except CorrectionError as e:
+        err_console.print(f"[red]not corrected:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from e
+    finally:
+        agg.close()
+    what = {True: "is in", False: "is not in", None: "is left to the rules for"}[inside]
+    console.print(
+        f"story {done.story} ({plural(len(done.entries), 'entry', 'entries')}) {what} "
+        f"{topic}; feeds changed: {', '.join(sorted(done.feeds)) or 'none'}",
+        highlight=False,
+    )
+
+
+@tags_app.command("add")
+def tags_add(item: ItemArg, topic: TopicArg, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Put an item's story in a topic, whatever the rules and the model say."""
+    _correct(config, item, topic, True)
+
+
+@tags_app.command("remove")
+def tags_remove(item: ItemArg, topic: TopicArg, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Take an item's story out of a topic, whatever the rules and the model say."""
+    _correct(config, item, topic, False)
+
+
+@tags_app.command("reset")
+def tags_reset(item: ItemArg, topic: TopicArg, config: ConfigOption = Path("feeds.yaml")) -> None:
+    """Forget a correction: the rules and the model decide the topic again."""
+    _correct(config, item, topic, None)
+
+
+@tags_app.command("corrections")
+def tags_corrections(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    config: ConfigOption = Path("feeds.yaml"),
+) -> None:
+    """The latest corrections, newest first."""
+    cfg = _load_config(config)
+    repo = _open_store(cfg, config)
+    try:
+        rows = repo.tag_corrections(limit)
+    finally:
+        repo.close()
+    table = Table("when", "entry", "topic", "in", "title")
+    for c in rows:
+        table.add_row(
+            c.made_at.strftime("%Y-%m-%d %H:%M"),
+            str(c.entry_id),
+            c.topic,
+            "yes" if c.inside else "no",
+            escape(c.title),
+        )
+    _print_table(table)
 
 
 def main() -> None:

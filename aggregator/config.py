@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -39,7 +40,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .exceptions import ConfigError
 from .topicconfig import TaggingSettings as TaggingSettings
@@ -51,6 +52,27 @@ DATABASE_URL_ENV = "AGGREGATOR_DATABASE_URL"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration any setting takes (retention, intervals, leases): 100 years.
+MAX_DURATION = timedelta(days=36525)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as feeds.yaml writes it (parse_duration reads it back): ``2h``, ``150m``."""
+    seconds = round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def approx_duration(seconds: float) -> str:
+    """``format_duration`` for round values, else rounded for reading: ``~7h``, ``~42m``."""
+    if round(seconds) % 60 == 0:
+        return format_duration(seconds)
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"~{max(minutes, 1)}m"
+    return f"~{round(minutes / 60, 1):g}h"
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -65,8 +87,13 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ValueError(f"invalid duration {value!r} (expected e.g. 90s, 30m, 2h, 1d)")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r} (expected e.g. 90s, 30m, 2h, 1d)")
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION.total_seconds():
+        # timedelta itself overflows near 2.7 million years; no setting wants more than this.
+        raise ValueError(f"duration {value!r} is too long (at most {MAX_DURATION.days} days)")
     return timedelta(seconds=seconds)
 
 
@@ -233,6 +260,39 @@ class DedupSettings(_Strict):
         ge=0.5,
         le=1.0,
         description="title overlap needed to merge short (title-only) items",
+    )
+    events: bool = Field(
+        default=True,
+        description="join stories of other outlets about the same event into one event "
+        "(coverage), published as one item naming every outlet (docs/stories.md)",
+    )
+    event_threshold: float = Field(
+        default=0.92,
+        ge=0.3,
+        le=2.0,
+        description="event score (embedding cosine + names + headline - days) from which "
+        "a story joins an event",
+    )
+    event_lexical_threshold: float = Field(
+        default=0.54,
+        ge=0.1,
+        le=1.0,
+        description="the same bar when no embedding model is installed (names + headline)",
+    )
+    event_same_title: float = Field(
+        default=0.8,
+        ge=0.5,
+        le=1.0,
+        description="headline similarity (Jaccard of headline terms) from which two stories "
+        "are one event whatever their texts say",
+    )
+    event_window: Duration = Field(
+        default=timedelta(days=3),
+        description="how far a new story may be from an event's nearest entry to join it",
+    )
+    event_cap: Duration = Field(
+        default=timedelta(days=14),
+        description="how long after its first story an event can still grow",
     )
 
     preferred_sources: tuple[str, ...] = Field(
@@ -483,8 +543,13 @@ def parse_config(text: str, path: str = "feeds.yaml") -> Config:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         raise ConfigError([f"{where}: YAML syntax error: {e.problem or e}"]) from e
+    except YAMLError as e:
+        # ReaderError (a NUL or other unreadable character) and the like carry no mark.
+        raise ConfigError([f"{path}: not a YAML file: {e}"]) from e
     if doc is None:
-        doc = CommentedMap()
+        # Empty, blank or only comments: what a truncating save leaves for a moment, never
+        # a configuration anyone means (it would remove every feed and topic).
+        raise ConfigError([f"{path}:1:1: the file is empty (it needs feeds: and topics:)"])
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}:1:1: the file must be a mapping with feeds: and topics:"])
     found: list[tuple[tuple[int, int], str]] = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from .config import DedupSettings
+from .events import EventMatcher
 from .neardup import Matcher, fingerprint
 from .types import EntryAction, EntryIntent, ParsedEntry, TopicTag
 
@@ -101,6 +102,7 @@ class Policy:
     tracking: Tracking = DEFAULT_TRACKING
     near_duplicates: bool = True
     matcher: Matcher = Matcher()
+    events: EventMatcher | None = EventMatcher()
 
     @classmethod
     def from_settings(cls, s: DedupSettings) -> Policy:
@@ -110,11 +112,24 @@ class Policy:
             matcher=Matcher(
                 threshold=s.threshold, title_threshold=s.title_threshold, window=s.window
             ),
+            events=EventMatcher(
+                threshold=s.event_threshold,
+                lexical_threshold=s.event_lexical_threshold,
+                same_title=s.event_same_title,
+                window=s.event_window,
+                cap=s.event_cap,
+            )
+            if s.events
+            else None,
         )
 
     @property
     def story_matcher(self) -> Matcher | None:
         return self.matcher if self.near_duplicates else None
+
+    @property
+    def event_matcher(self) -> EventMatcher | None:
+        return self.events if self.near_duplicates else None
 
 
 DEFAULT_POLICY = Policy()

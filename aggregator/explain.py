@@ -29,7 +29,8 @@ class Explanation:
     categories: tuple[str, ...]
     language: str | None
     stored: dict[str, str]  # tag key -> reason, as stored (topics and place:xx)
-    now: tuple[Verdict, ...]  # per topic of the current feeds.yaml
+    now: tuple[Verdict, ...]  # per topic of the current feeds.yaml, before corrections
+    corrections: dict[str, bool]  # admins': topic -> in (these win over ``now``)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -41,6 +42,7 @@ class Explanation:
             "categories": list(self.categories),
             "language": self.language,
             "tags": [{"tag": k, "reason": v} for k, v in self.stored.items()],
+            "corrections": [{"topic": k, "in": v} for k, v in self.corrections.items()],
             "topics_now": [
                 {"topic": v.topic, "in": v.reason is not None, "reason": v.reason}
                 | ({"why_not": v.why_not} if v.why_not else {})
@@ -75,6 +77,7 @@ def explain(store: Repository, tagger: Tagger, item: str) -> list[Explanation]:
                 language=s.language,
                 stored={t.topic: t.reason for t in s.tags},
                 now=tuple(tagger.explain(s.entry, s.feed)),
+                corrections=dict(s.corrections),
             )
         )
     return out

@@ -84,6 +84,8 @@ def answer(
         (b"etag", rendered.etag_for(gz).encode()),
         (b"cache-control", f"public, max-age={rendered.max_age}".encode()),
         (b"vary", b"Accept-Encoding"),
+        # A feed or OPML file is never to be sniffed into HTML by a browser that opens it.
+        (b"x-content-type-options", b"nosniff"),
         *((k.lower().encode(), v.encode()) for k, v in CORS.items()),
     ]
     if not_modified(rendered, if_none_match, if_modified_since):

@@ -24,12 +24,12 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from urllib.parse import quote
 
 from storage import Repository
 
 from . import publish
 from .filters import StoryQuery
+from .sanitize import safe_url
 from .types import StoryItem
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,8 +87,15 @@ def render_view(
     query: StoryQuery,
     version: int,
     hub_url: str | None = None,
+    asked: str | None = None,
 ) -> Rendered:
-    """Query and render one page of ``view``; blocking (database and CPU)."""
+    """Query and render one page of ``view``; blocking (database and CPU).
+
+    ``asked``: the query string of the URL requested. The document's self link is that URL
+    as asked (a reader or validator checks self against where it fetched the feed from;
+    ``?limit=50`` and no query select the same items but are two documents); its id and its
+    first/next/previous links use the canonical filter.
+    """
     q = query.with_tag(view.tag) if view.tag else query
     page = repo.stories(q)
     if query.after is not None:
@@ -100,12 +107,17 @@ def render_view(
     first = feed_url(base, view, fmt, query)
     updated = max((i.updated for i in page.items), default=EPOCH)
     qs = query.query_string()
+    if asked is None:
+        self_url = feed_url(base, view, fmt, query, page_param)
+    else:
+        self_url = f"{base}{view.path}.{fmt}" + (f"?{safe_url(asked)}" if asked else "")
     meta = publish.FeedMeta(
         # One id for every page and the same filter: RFC 5005 pages are one logical feed.
-        id=view.feed_id + (":" + quote(qs, safe="").replace("~", "%7E") if qs else ""),
+        # The query string is percent-encoded already: quoting it again garbled it.
+        id=view.feed_id + (":" + qs.replace("~", "%7E") if qs else ""),
         title=view.title,
         description=view.description,
-        self_url=feed_url(base, view, fmt, query, page_param),
+        self_url=self_url,
         html_url=base + view.html_path,
         updated=updated,
         language=view.language,

@@ -387,8 +387,14 @@ def _decoder(encoding: str) -> _Decoder:
 
 def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a poller must not connect to ``ip``, or None when it is a public address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _refusal(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 one are judged by it: mapped, and 6to4 (2002::/16,
+        # routed to the embedded address by a relay). Teredo is refused as private below.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return _refusal(embedded)
+        if ip.is_site_local:
+            return "site-local"  # fec0::/10: deprecated, still routed inside some networks
     for attr, name in (
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local"),

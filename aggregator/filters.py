@@ -40,6 +40,7 @@ PARAMS = (
     "limit",
     "after",
     "before",
+    "stories",
 )
 
 _TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*(?::[a-z0-9][a-z0-9_.-]*)?$")
@@ -129,6 +130,9 @@ class StoryQuery:
     until: datetime | None = None  # published before
     text: TextQuery | None = None
     limit: int = 50
+    # "events": one item per news event, every outlet's story in it; "copies": one item
+    # per story (copies of one text), as before events existed.
+    level: Literal["events", "copies"] = "events"
     after: Cursor | None = None  # the page after this position (older items)
     before: Cursor | None = None  # the page before this position (newer items)
     # The filter as given (relative times unresolved), sorted: for links and cache keys.
@@ -148,6 +152,7 @@ class StoryQuery:
             self.until,
             self.text.raw if self.text else None,
             self.limit,
+            self.level,
             self.after,
             self.before,
         )
@@ -187,7 +192,7 @@ def parse_query(
             # No store takes it (PostgreSQL refuses NUL in text): a 400, not a 503.
             raise FilterError(f"{name}: a NUL character is not allowed")
         values.setdefault(name, []).append(value)
-    for name in ("since", "until", "q", "limit", "after", "before"):
+    for name in ("since", "until", "q", "limit", "after", "before", "stories"):
         if len(values.get(name, ())) > 1:
             raise FilterError(f"{name}: give it once, not {len(values[name])} times")
     if "after" in values and "before" in values:
@@ -215,6 +220,9 @@ def parse_query(
     limit = _limit(one("limit"), default_limit)
     after = Cursor.parse("after", one("after") or "") if one("after") is not None else None
     before = Cursor.parse("before", one("before") or "") if one("before") is not None else None
+    level = one("stories")
+    if level is not None and level not in ("events", "copies"):
+        raise FilterError(f"stories: {level!r} is not one of events, copies")
 
     params: list[tuple[str, str]] = []
     for name, seq in (("topics", all_of), ("any", any_of), ("not", none_of)):
@@ -230,6 +238,8 @@ def parse_query(
             params.append((name, raw.strip()))
     if one("limit") is not None:
         params.append(("limit", str(limit)))
+    if level is not None:
+        params.append(("stories", level))
     return StoryQuery(
         all_of=all_of,
         any_of=any_of,
@@ -241,6 +251,7 @@ def parse_query(
         until=until,
         text=text,
         limit=limit,
+        level="copies" if level == "copies" else "events",
         after=after,
         before=before,
         params=tuple(params),

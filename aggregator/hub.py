@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -41,6 +41,7 @@ from storage.websub_hub import Delivery, HubStore
 from .exceptions import AggregatorError, FetchError
 from .feeds import Rendered
 from .fetch import FetchLimits, check_address
+from .throttle import Throttle
 
 log = logging.getLogger("aggregator.hub")
 
@@ -57,7 +58,16 @@ RETRY_BASE = 5.0  # seconds before the first retry; doubled each time
 RETRY_MAX = 3600.0
 MAX_ATTEMPTS = 10  # about 1.5 hours of retrying, then the delivery is dropped
 EXPIRE_EVERY = 60.0
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # the whole of one exchange with a callback: connect, send, read
+# What is read of a callback's answer: a verification echoes a 32-character challenge, a
+# delivery's body is ignored. More is cut off (a callback that streams without end).
+MAX_ANSWER_BYTES = 4096
+# Outsiders' budgets (answered 429): live subscriptions per callback host, subscription
+# requests per client address (each makes us call a URL they chose), verifications in flight.
+MAX_PER_CALLBACK_HOST = 50
+CLIENT_REQUESTS = 30
+CLIENT_WINDOW = 600.0
+MAX_VERIFYING = 20
 
 
 class HubError(AggregatorError, ValueError):
@@ -106,6 +116,11 @@ def parse_request(form: Mapping[str, str], check_topic: Callable[[str], str | No
     return HubRequest(mode, topic, callback, secret, lease)
 
 
+def callback_host(callback: str) -> str:
+    """What the per-host budget counts by: the callback URL's host name."""
+    return (urlsplit(callback).hostname or "").lower()
+
+
 def signature(secret: str, body: bytes) -> str:
     """The X-Hub-Signature value for ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -128,8 +143,13 @@ class Hub:
     limits: FetchLimits
     retry_base: float = RETRY_BASE
     tick_seconds: float = TICK
+    timeout: float = TIMEOUT
+
+    max_per_host: int = MAX_PER_CALLBACK_HOST
 
     def __post_init__(self) -> None:
+        self.clients = Throttle(CLIENT_REQUESTS, CLIENT_WINDOW)
+        self._pending: dict[str, int] = {}  # callback host -> verifications in flight
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._seen_version: int | None = None
@@ -148,8 +168,39 @@ class Hub:
 
     # -- subscriptions --------------------------------------------------------------------
 
+    async def admit(self, req: HubRequest, client: str) -> str | None:
+        """Why ``req`` from ``client`` is refused for now (answered 429), or None; admitted
+        requests must be followed by ``verify_and_apply``."""
+        if sum(self._pending.values()) >= MAX_VERIFYING:
+            return "too many verifications in progress; try again in a minute"
+        if not self.clients.allow(client):
+            return (
+                f"more than {CLIENT_REQUESTS} subscription requests from {client} in "
+                f"{int(CLIENT_WINDOW // 60)} minutes"
+            )
+        host = callback_host(req.callback)
+        if req.mode == "subscribe":
+            now = datetime.now(UTC)
+            live = await asyncio.to_thread(self.store.callbacks_on_host, host, now)
+            renewal = (req.topic, req.callback) in live
+            if not renewal and len(live) + self._pending.get(host, 0) >= self.max_per_host:
+                return f"callback host {host} has {self.max_per_host} subscriptions already"
+        self._pending[host] = self._pending.get(host, 0) + 1
+        return None
+
     async def verify_and_apply(self, req: HubRequest) -> bool:
         """Verification of intent, then store or delete the subscription (WebSub 5.3)."""
+        host = callback_host(req.callback)
+        try:
+            return await self._verify_and_apply(req)
+        finally:
+            left = self._pending.get(host, 1) - 1
+            if left > 0:
+                self._pending[host] = left
+            else:
+                self._pending.pop(host, None)
+
+    async def _verify_and_apply(self, req: HubRequest) -> bool:
         challenge = secrets.token_urlsafe(24)
         params = {"hub.mode": req.mode, "hub.topic": req.topic, "hub.challenge": challenge}
         if req.mode == "subscribe":
@@ -159,16 +210,16 @@ class Hub:
             await check_address(
                 req.callback, self.limits.allow_private, self.limits.allowed_networks
             )
-            r = await self.client.get(req.callback + sep + urlencode(params))
-        except (FetchError, httpx.HTTPError) as e:
-            log.warning("verify failed callback=%s error=%s", req.callback, e)
+            status, answer = await self._exchange("GET", req.callback + sep + urlencode(params))
+        except (FetchError, httpx.HTTPError, TimeoutError) as e:
+            log.warning("verify failed callback=%s error=%s", req.callback, e or "timed out")
             return False
-        if not (200 <= r.status_code < 300) or r.text.strip() != challenge:
+        if not (200 <= status < 300) or answer.strip() != challenge.encode():
             log.info(
                 "verify refused callback=%s mode=%s status=%d",
                 req.callback,
                 req.mode,
-                r.status_code,
+                status,
             )
             return False
         now = datetime.now(UTC)
@@ -191,6 +242,20 @@ class Hub:
             return False
         log.info("verified callback=%s topic=%s mode=%s", req.callback, req.topic, req.mode)
         return True
+
+    async def _exchange(self, method: str, url: str, **kw: Any) -> tuple[int, bytes]:
+        """One request to a callback, bounded: ``timeout`` in all, at most MAX_ANSWER_BYTES
+        of its answer read (the rest is never read: the connection is closed)."""
+        # Identity: a compressed answer could inflate a thousandfold past the cap.
+        kw["headers"] = {**kw.get("headers", {}), "Accept-Encoding": "identity"}
+        async with asyncio.timeout(self.timeout):
+            async with self.client.stream(method, url, **kw) as r:
+                answer = bytearray()
+                async for chunk in r.aiter_raw():
+                    answer += chunk
+                    if len(answer) > MAX_ANSWER_BYTES:
+                        break
+                return r.status_code, bytes(answer[: MAX_ANSWER_BYTES + 1])
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -264,19 +329,19 @@ class Hub:
             headers["X-Hub-Signature"] = signature(d.secret, d.body)
         try:
             await check_address(d.callback, self.limits.allow_private, self.limits.allowed_networks)
-            r = await self.client.post(d.callback, content=d.body, headers=headers)
-        except (FetchError, httpx.HTTPError) as e:
+            status, _ = await self._exchange("POST", d.callback, content=d.body, headers=headers)
+        except (FetchError, httpx.HTTPError, TimeoutError) as e:
             await self._failed(d, f"{type(e).__name__}: {e}")
             return
-        if 200 <= r.status_code < 300:
+        if 200 <= status < 300:
             await asyncio.to_thread(self.store.delivered, d.id)
             log.info("delivered callback=%s topic=%s bytes=%d", d.callback, d.topic, len(d.body))
-        elif r.status_code == 410:
+        elif status == 410:
             # WebSub 7: the subscriber says it no longer wants this topic.
             await asyncio.to_thread(self.store.unsubscribe, d.topic, d.callback)
             log.info("subscriber gone callback=%s topic=%s", d.callback, d.topic)
         else:
-            await self._failed(d, f"HTTP {r.status_code}")
+            await self._failed(d, f"HTTP {status}")
 
     async def _failed(self, d: Delivery, error: str) -> None:
         delay = retry_delay(d.attempts + 1, self.retry_base)

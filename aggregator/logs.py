@@ -1,7 +1,7 @@
 """Logging setup: one format for every process, and no secret in any line.
 
 Lines are ``time LEVEL logger message``, the message as ``key=value`` pairs
-(``poll feed=... status=ok http=200 new=3 updated=0 unchanged=12 merged=1 ms=41``).
+(``poll feed=... status=ok http=200 new=3 updated=0 unchanged=12 merged=1 ms=41 tag_ms=5``).
 
 :class:`RedactSecrets` is a filter on the root handlers (and uvicorn logs through them), so
 it sees every line whoever logs it. It masks, in the message, its arguments and any
@@ -106,17 +106,27 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+HTTP_LOG_ENV = "AGGREGATOR_LOG_HTTP"
+
+
 def setup(verbose: bool = False) -> None:
-    """Configure the root logger for a command: format, level, the redacting filter."""
+    """Configure the root logger for a command: format, level, the redacting filter.
+
+    Verbose means one INFO line per poll, ours: APScheduler's job lines, Alembic's and httpx's
+    ``HTTP Request: GET ...`` lines stay at WARNING unless ``$AGGREGATOR_LOG_HTTP`` is set
+    (then httpx's request lines show too, beside ours).
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     install()
     if verbose:
-        # APScheduler logs every job run at INFO; our own poll line says more.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        http = logging.INFO if os.environ.get(HTTP_LOG_ENV) else logging.WARNING
+        logging.getLogger("httpx").setLevel(http)
+        logging.getLogger("httpcore").setLevel(max(http, logging.INFO))
 
 
 def install(logger: logging.Logger | None = None) -> None:

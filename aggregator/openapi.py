@@ -95,6 +95,14 @@ COMPONENTS: Spec = {
             "description": "Items per page (default settings.items_per_feed).",
             "schema": {"type": "integer", "minimum": 1, "maximum": 500},
         },
+        "stories": {
+            "name": "stories",
+            "in": "query",
+            "required": False,
+            "description": "events (default): one item per news event naming every outlet; "
+            "copies: one item per story (one text under several URLs).",
+            "schema": {"type": "string", "enum": ["events", "copies"], "default": "events"},
+        },
         "If-None-Match": {
             "name": "If-None-Match",
             "in": "header",
@@ -177,7 +185,7 @@ COMPONENTS: Spec = {
 
 
 def _feed_get(summary: str, path_params: list[dict[str, Any]]) -> Spec:
-    names = ["topics", "any", "not", "source", "lang", "since", "until", "q", "limit"]
+    names = ["topics", "any", "not", "source", "lang", "since", "until", "q", "limit", "stories"]
     return {
         "get": {
             "tags": ["feeds"],

@@ -8,7 +8,7 @@ as slugs. Export writes one outline per feed with its tags in ``category``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -58,16 +58,22 @@ def parse_opml(data: bytes, source: str = "OPML") -> list[OpmlFeed]:
     return found
 
 
-def render_opml(feeds: Iterable[FeedConfig], title: str = "aggregator feeds") -> bytes:
+def render_opml(
+    feeds: Iterable[FeedConfig],
+    stored_titles: Mapping[str, str] | None = None,
+    title: str = "aggregator feeds",
+) -> bytes:
+    """OPML of ``feeds``; a feed without ``title:`` is named by its own (stored) title."""
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = title
     ET.SubElement(head, "dateCreated").text = formatdate(usegmt=True)
     body = ET.SubElement(root, "body")
     for f in feeds:
-        attrs = {"type": "rss", "text": f.title or f.url, "xmlUrl": f.url}
-        if f.title:
-            attrs["title"] = f.title
+        name = f.title or (stored_titles or {}).get(f.url)
+        attrs = {"type": "rss", "text": name or f.url, "xmlUrl": f.url}
+        if name:
+            attrs["title"] = name
         if f.tags:
             attrs["category"] = ",".join(f.tags)
         ET.SubElement(body, "outline", attrs)

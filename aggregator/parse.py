@@ -9,6 +9,7 @@ to trust, raises ``ParseError``; problems we can live with become ``warnings``.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import io
@@ -24,11 +25,12 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import charset_normalizer
 import feedparser
 import nh3
 
 from .exceptions import ParseError
-from .sanitize import media_type, plain_text, safe_url, scrub
+from .sanitize import media_type, safe_url, scrub
 from .types import Enclosure, FeedHints, ParsedEntry, ParsedFeed
 
 __all__ = ["parse"]
@@ -57,6 +59,9 @@ MAX_TEXT_CHARS = 2000  # a title, an author or a category
 MAX_NAMES = 100  # categories or authors of one entry
 MAX_ENCLOSURES = 20
 MAX_HTML_CHARS = 1_000_000  # an HTML field, before cleaning
+# Elements open at once in an HTML field. The cleaner's time grows with the square of the
+# depth ('<div>' * 100,000 took 75 s); real articles stay under 30. Deeper is kept as text.
+MAX_HTML_DEPTH = 256
 MAX_URL_CHARS = 2000  # longer links are dropped (store columns and indexes hold 2048)
 MAX_GUID_CHARS = 1000  # a longer guid is replaced by its SHA-256
 _ENTRY_START = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)[\s>/]", re.IGNORECASE)
@@ -81,6 +86,32 @@ _BLOCK_TAGS = frozenset(
 # Only ever applied to nh3 output, which quotes every attribute value with '"' and
 # escapes '"' inside it, so a '>' inside a value cannot end the match early.
 _TAG = re.compile(r'<(/?)([a-zA-Z0-9]+)(?:[^>"]|"[^"]*")*>')
+# Tags as the depth check sees them: linear, whatever the input.
+_TAG_OPEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)([^<>]*)>?")
+_ANY_TAG = re.compile(r"<[^<>]*>?")
+# Elements that never hold others, or that the next of their kind closes: no depth.
+_FLAT_TAGS = frozenset(
+    """area base br col embed hr img input link meta param source track wbr
+    p li dt dd option optgroup tr td th thead tbody tfoot rb rt rp""".split()
+)
+
+
+def _too_deep(value: str) -> bool:
+    """Whether more than MAX_HTML_DEPTH elements are open at once somewhere in ``value``."""
+    if value.count("<") <= MAX_HTML_DEPTH:
+        return False
+    depth = 0
+    for m in _TAG_OPEN.finditer(value):
+        if m.group(2).lower() in _FLAT_TAGS or m.group(3).endswith("/"):
+            continue
+        if m.group(1):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > MAX_HTML_DEPTH:
+                return True
+    return False
+
 
 # expat's messages for a document that stops before its root element is closed.
 _TRUNCATION_MESSAGES = (
@@ -155,6 +186,11 @@ class _Context:
         if len(value) > MAX_HTML_CHARS:
             self.warnings.append(f"an HTML field of {len(value)} characters was cut")
             value = value[:MAX_HTML_CHARS]  # nh3 closes whatever the cut left open
+        if _too_deep(value):
+            self.warnings.append(
+                f"an HTML field nested deeper than {MAX_HTML_DEPTH} elements was kept as text"
+            )
+            value = html.escape(_collapse(html.unescape(_ANY_TAG.sub(" ", value))), quote=False)
         cleaned = self.cleaner.clean(scrub(value)).strip()
         return _ATTRIBUTES.sub(_sorted_attributes, cleaned) if self.sort_attributes else cleaned
 
@@ -230,16 +266,17 @@ def _collapse(value: str) -> str:
 def _plain(value: object) -> str:
     """Plain text as given, with entities some publishers double-escape decoded.
 
-    Markup in it is dropped too (sanitize.plain_text): a "plain" title or category is
-    shown as HTML by many readers, so ``<script>`` in one must not reach them.
+    Nothing in it is markup: ``Use <dialog>, not <div>`` in a text title is those words, and
+    every output escapes plain fields as text (publish.py), so none of it can run anywhere.
     """
-    return _collapse(plain_text(value))[:MAX_TEXT_CHARS] if isinstance(value, str) else ""
+    return _collapse(scrub(html.unescape(value)))[:MAX_TEXT_CHARS] if isinstance(value, str) else ""
 
 
 def _markup_to_plain(value: str) -> str:
-    # Raw, unsanitised markup: let nh3 parse it (dropping script/style bodies) rather
-    # than trusting a regex with whatever the publisher wrote.
-    return _collapse(plain_text(nh3.clean(value, tags=set())))
+    # Raw, unsanitised markup: let nh3 parse it (dropping script/style bodies) rather than
+    # trusting a regex with whatever the publisher wrote. Its output is escaped text, decoded
+    # once: what the HTML escaped (``&lt;dialog&gt;``) is text and stays.
+    return _collapse(scrub(html.unescape(nh3.clean(value, tags=set()))))
 
 
 def _text_of(clean_html: str) -> str:
@@ -366,6 +403,68 @@ def _dates(
 # ---------------------------------------------------------------------------- RSS / Atom
 
 
+_XML_ENCODING = re.compile(
+    rb"""^(\s*<\?xml[^>]*?\bencoding\s*=\s*)["']([A-Za-z0-9._:-]{1,40})["']""", re.IGNORECASE
+)
+_CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]{1,40})""", re.IGNORECASE)
+_DETECT_BYTES = 200_000  # what the detector reads of an undeclared document
+
+
+def _codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _as_declared_or_detected(content: bytes, headers: dict[str, str], ctx: _Context) -> bytes:
+    """``content`` as UTF-8 when its declared encoding is wrong or missing (``headers``'
+    Content-Type then says utf-8), with a warning saying what was assumed; else as it is.
+
+    Valid UTF-8 is taken as UTF-8 whatever was declared: text in another encoding is
+    almost never valid UTF-8 by chance, while feeds that say windows-1252 or iso-8859-1
+    and send UTF-8 are common. An undeclared document that is not UTF-8 is given to
+    charset-normalizer. UTF-16/32 (a BOM, NULs) are left to feedparser.
+    """
+    head = content[:4]
+    if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return content
+    body = content.removeprefix(b"\xef\xbb\xbf")
+    ctype = headers.get("content-type", "")
+    in_header = _CHARSET.search(ctype)
+    in_prolog = _XML_ENCODING.match(body)
+    declared = (in_header.group(1) if in_header else None) or (
+        in_prolog.group(2).decode("ascii") if in_prolog else None
+    )
+    if body.isascii():
+        return content
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        utf8 = False
+    else:
+        utf8 = True
+    if utf8:
+        if declared is None or _codec(declared) == "utf-8" or content.startswith(b"\xef\xbb"):
+            return content
+        ctx.warnings.append(f"declared {declared} but the bytes are UTF-8: read as UTF-8")
+        text = body
+    elif declared is None:
+        best = charset_normalizer.from_bytes(body[:_DETECT_BYTES]).best()
+        if best is None:
+            return content
+        name = _codec(best.encoding) or best.encoding
+        ctx.warnings.append(f"no character encoding declared; read as {name} (detected)")
+        text = body.decode(best.encoding, errors="replace").encode("utf-8")
+    else:
+        return content  # as declared: feedparser decodes it
+    if in_prolog:
+        text = _XML_ENCODING.sub(rb'\1"utf-8"', text, count=1)
+    mime = ctype.split(";", 1)[0].strip() or "application/xml"
+    headers["content-type"] = f"{mime}; charset=utf-8"
+    return text
+
+
 def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> ParsedFeed:
     _refuse_dangerous_entities(content)
     content = _first_entries(content, ctx)
@@ -374,6 +473,7 @@ def _parse_xml_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> P
     # would stay relative (it never sees the URL we fetched).
     location = _join(ctx.url, headers.get("content-location", "")) or ctx.url
     fp_headers["content-location"] = location if _is_web_url(location) else ""
+    content = _as_declared_or_detected(content, fp_headers, ctx)
     # Looked for in the bytes: a UTF-16 or UTF-32 document (NULs near the start) could
     # hide it, so feedparser resolves those.
     resolve = _XML_BASE in content or b"\x00" in content[:4]
@@ -746,7 +846,11 @@ def _parse_json_feed(content: bytes, headers: dict[str, str], ctx: _Context) -> 
         try:
             if not isinstance(item, dict):
                 raise TypeError(f"item is a {type(item).__name__}, not an object")
-            parsed.append(_json_entry(item, feed_authors, ctx))
+            entry = _json_entry(item, feed_authors, ctx)
+            if not (entry.title or entry.text or entry.link or entry.enclosures):
+                # {"id": null} and the like: nothing to show, nothing to tell it apart by.
+                raise ValueError("no title, url, content or attachment")
+            parsed.append(entry)
         except Exception as e:  # one broken item must not cost the whole feed
             ctx.warnings.append(f"entry {i} skipped: {type(e).__name__}: {e}")
     language = _plain(doc.get("language")) or _plain(headers.get("content-language"))

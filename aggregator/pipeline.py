@@ -14,8 +14,9 @@ The whole flow, in order::
                                                           # (429/503: not before Retry-After)
     # off the event loop, in an ingest worker process (ParsePool; parse_processes: 0
     # runs the same in worker threads of this process):
-    parsed, planned = prepare(fetched)                    # parse; identities, hashes,
-                                                          # fingerprints of every entry
+    parsed, planned = prepare(fetched, repo.entry_hashes) # parse; identities, hashes,
+                                                          # fingerprints of the entries
+                                                          # not stored unchanged
     intents = dedup.decide(planned, repo.entry_hashes(...))   # new / updated / unchanged
     intents = tag_intents(tagger, intents, feed)           # topics, places, language
     counts  = repo.save_poll(url, PollSave(intents, etag, ...))   # one transaction,
@@ -56,6 +57,7 @@ from .exceptions import (
 )
 from .fetch import FetchLimits, HostLimiter, fetch, host_key
 from .language import detect_language
+from .neardup import fingerprint
 from .parse import parse
 from .parsepool import ParsePool
 from .schedule import next_poll_at
@@ -197,8 +199,15 @@ def prepare(
     tracking: dedup.Tracking,
     *,
     language: bool = False,
+    stored: Callable[[list[str]], Mapping[str, str]] | None = None,
 ) -> tuple[ParsedFeed, list[EntryIntent]]:
     """The part of ingesting that needs no store: parse, and plan every entry as new.
+
+    ``stored``: where the store is at hand (a thread of the poller, an ingest process),
+    the content hashes of the feed's stored entries by identity; entries stored
+    unchanged are then planned as such and not fingerprinted (a feed of 20 items with 2
+    new ones: 2 fingerprints, not 20). ``save_body`` fingerprints any that the store no
+    longer has by the time it saves.
 
     Pure CPU, picklable in and out: it runs in an ingest process (``ParsePool``) or a
     thread. Identities, content hashes, canonical URLs, near-duplicate fingerprints and,
@@ -217,7 +226,8 @@ def prepare(
             for e in entries
         ]
         parsed = parsed._replace(entries=entries)
-    return parsed, dedup.plan(entries, feed_url, {}, tracking=tracking)
+    hashes = stored(dedup.identities(entries, feed_url)) if stored is not None and entries else {}
+    return parsed, dedup.plan(entries, feed_url, hashes, tracking=tracking)
 
 
 def ingest(
@@ -273,11 +283,15 @@ def save_body(
     and save one body; synchronous, in a worker thread or an ingest process. What to log
     and count comes back in ``Stored`` for ``report`` in the poller's process."""
     feed_url, feed_tags, fetched, started_at, interval, policy, timing = body
-    parsed, planned = prepared or prepare(fetched, feed_url, started_at, policy.tracking)
+    parsed, planned = prepared or prepare(
+        fetched, feed_url, started_at, policy.tracking, stored=partial(repo.entry_hashes, feed_url)
+    )
     body_hints = _body_hints(parsed, started_at)
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
-    intents = dedup.decide(planned, stored)
+    intents = [_fingerprinted(i) for i in dedup.decide(planned, stored)]
+    tag_started = time.monotonic()
     intents = tag_intents(tagger, intents, FeedContext(feed_tags, parsed.title, parsed.language))
+    tag_ms = _ms(tag_started)
     new = sum(i.action == "new" for i in intents)
     updated = sum(i.action == "updated" for i in intents)
     result = PollResult(
@@ -291,6 +305,7 @@ def save_body(
         elapsed_ms=fetched.elapsed_ms,
         hub=parsed.hints.hub,
         topic=parsed.hints.self_url,
+        tag_ms=tag_ms,
     )
     saving = tuple(i for i in intents if i.action != "unchanged")
     counts = repo.save_poll(
@@ -313,6 +328,7 @@ def save_body(
             moved_to=fetched.moved_to,
             hints=schedule.to_json(body_hints),
             matcher=policy.story_matcher,
+            events=policy.event_matcher,
         ),
     )
     return Stored(
@@ -320,6 +336,14 @@ def save_body(
         metrics.tag_counts(saving),
         tuple(parsed.warnings),
     )
+
+
+def _fingerprinted(intent: EntryIntent) -> EntryIntent:
+    """An entry to save with its fingerprint: ``prepare`` leaves it out of entries it
+    found stored unchanged, which the store may have lost since (a tombstone expired)."""
+    if intent.action == "unchanged" or intent.fingerprint is not None:
+        return intent
+    return replace(intent, fingerprint=fingerprint(intent.entry, intent.canonical_url))
 
 
 def report(stored: Stored) -> None:
@@ -498,7 +522,7 @@ def log_poll(result: PollResult, seconds: float, *, pushed: bool = False) -> Non
     """
     metrics.record_poll(result, seconds, pushed=pushed)
     log.info(
-        "%s feed=%s status=%s http=%s new=%d updated=%d unchanged=%d merged=%d ms=%d%s",
+        "%s feed=%s status=%s http=%s new=%d updated=%d unchanged=%d merged=%d ms=%d tag_ms=%d%s",
         "push" if pushed else "poll",
         result.feed_url,
         result.status,
@@ -508,6 +532,7 @@ def log_poll(result: PollResult, seconds: float, *, pushed: bool = False) -> Non
         result.unchanged,
         result.merged,
         int(seconds * 1000),
+        result.tag_ms,
         f" error={result.error!r}" if result.error else "",
     )
 
@@ -637,7 +662,14 @@ async def _ingest(ctx: PollContext, body: Body) -> Stored:
     if await ctx.parse_here(pool):
         job = job._replace(
             body=body._replace(fetched=fetched._replace(content=b"")),
-            prepared=await ctx.here(prepare, fetched, body.feed_url, body.started_at, tracking),
+            prepared=await ctx.here(
+                prepare,
+                fetched,
+                body.feed_url,
+                body.started_at,
+                tracking,
+                stored=partial(repo.entry_hashes, body.feed_url),
+            ),
         )
         ctx.parsed_here += 1
     stored = await ctx.in_pool_run(pool, ingest_job, job)

@@ -107,17 +107,17 @@ def render_rss(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
     for item in items:
         fe = fg.add_entry(order="append")  # feedgen prepends by default
         fe.guid(item_id(item.uid), permalink=False)
-        fe.title(_clean(_title(item)))
+        fe.title(rss_text(_title(item)))
         if item.link:
             fe.link(href=_url(item.link), rel="alternate")
         fe.description(_clean(_body(item)))
         fe.published(_utc(item.published))
         categories = _categories(item)
         if categories:
-            fe.category([{"term": c} for c in categories])
+            fe.category([{"term": rss_text(c)} for c in categories])
         authors = _authors(item)
         if authors:
-            fe.dc.dc_creator(authors)
+            fe.dc.dc_creator([rss_text(a) for a in authors])
         # Readers honour only one enclosure per RSS item; the others are in
         # Atom and JSON Feed.
         if item.enclosures:
@@ -132,7 +132,7 @@ def render_rss(meta: FeedMeta, items: Sequence[StoryItem]) -> bytes:
             first = item.sources[0]
             fe.source(
                 url=_clean(first.feed_url),
-                title=_clean(first.feed_title or first.feed_url),
+                title=rss_text(_text(first.feed_title) or first.feed_url),
             )
     _add_feed_links(fg, meta)
     with _RSS_LOCALE_LOCK:
@@ -354,7 +354,7 @@ def _sources_html(sources: Sequence[StorySource]) -> str:
 
 
 def _source_anchor(source: StorySource) -> str:
-    name = html.escape(strip_markup(source.feed_title).strip() or source.feed_url, quote=True)
+    name = html.escape(_text(source.feed_title).strip() or source.feed_url, quote=True)
     # Source links come from remote feeds unsanitised; a javascript: URL here
     # would be live in every reader that renders the body.
     if source.link and urlsplit(source.link).scheme.lower() in _SAFE_LINK_SCHEMES:
@@ -364,12 +364,12 @@ def _source_anchor(source: StorySource) -> str:
 
 def _title(item: StoryItem) -> str:
     """Plain-text title; Atom (and feedgen for RSS) will not take an empty one."""
-    title = _SPACES.sub(" ", strip_markup(item.title)).strip()
+    title = _SPACES.sub(" ", item.title).strip()
     return title or _summary(item.text, 80) or "Untitled"
 
 
 def _summary(text: str, limit: int = SUMMARY_CHARS) -> str:
-    text = _SPACES.sub(" ", strip_markup(text)).strip()
+    text = _SPACES.sub(" ", text).strip()
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
@@ -418,10 +418,21 @@ def _clean(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
-# Stored values were sanitised by parse.py; published again through the same functions so
-# that entries stored before a sanitising fix go out clean as well.
 def _text(text: str) -> str:
-    return _clean(strip_markup(text))
+    """A plain-text field: its characters are the text, markup-looking or not (parse.py keeps
+    ``Use <dialog>`` as written); Atom, JSON Feed and the pages escape them as text."""
+    return _clean(text)
+
+
+def rss_text(text: str) -> str:
+    """``text`` for an RSS plain-text element, which many readers render as HTML.
+
+    Text that an HTML reader would take for markup is escaped once more, so that it shows as
+    written there (feedparser reads the result as escaped HTML) instead of running or vanishing;
+    other text is written as it is.
+    """
+    text = _clean(text)
+    return html.escape(text, quote=False) if strip_markup(text) != text else text
 
 
 def _url(url: str) -> str:

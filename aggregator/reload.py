@@ -8,6 +8,8 @@ The watcher, in the process that serves or polls::
         text = read(feeds.yaml); config = parse_config(text)     # every error, with lines
         invalid (or half-written, or missing) -> log the errors, agg.last_config_error = them;
                                                   the last good config keeps running
+        removes most feeds or every topic     -> the same: refused as a likely truncated
+                                                  save (drop_refusal); a restart applies it
         same as running                       -> agg.last_config_error = None
         else                                  -> agg.reload(config)
 
@@ -136,6 +138,33 @@ def plan(old: Config, new: Config) -> ConfigChange:
     )
 
 
+# A live edit may not remove more than this share of the feeds (of at least two)...
+MAX_DROPPED_SHARE = 0.5
+
+
+def drop_refusal(old: Config, new: Config, path: object) -> list[str]:
+    """Why a live edit from ``old`` to ``new`` is refused as a likely accident, or [].
+
+    A save cut short or an editor that truncated the file looks valid but keeps only the
+    first feeds and no topics; applying it would stop most feeds and drop every stored tag
+    (re-tagging). Such an edit waits for a restart, which applies whatever the file says.
+    """
+    reasons = []
+    removed = [f.url for f in old.feeds if new.feed(f.url) is None]
+    if len(removed) >= 2 and len(removed) > MAX_DROPPED_SHARE * len(old.feeds):
+        reasons.append(
+            f"{path}: the edit removes {len(removed)} of {len(old.feeds)} feeds at once; "
+            "refused as a likely truncated save (remove feeds with `aggregator feeds remove` "
+            "or the admin page, or restart the server to apply the file as it is)"
+        )
+    if old.topics and not new.topics:
+        reasons.append(
+            f"{path}: the edit removes every topic ({len(old.topics)}); refused as a likely "
+            "truncated save (restart the server to apply the file as it is)"
+        )
+    return reasons
+
+
 def _feed_differs(a: FeedConfig, b: FeedConfig, old: Config, new: Config) -> bool:
     # An unset interval follows settings.default_interval, so compare what is in force.
     return (a.title, a.tags, a.enabled, old.interval_for(a)) != (
@@ -171,7 +200,8 @@ class Reloader:
             tagger = agg.tagger
             if change.tagger:
                 # Loading the classifier takes seconds: not on the event loop.
-                tagger = await asyncio.to_thread(Tagger.from_config, new)
+                learned = await asyncio.to_thread(agg.learned, new)
+                tagger = await asyncio.to_thread(Tagger.from_config, new, learned=learned)
             await asyncio.to_thread(agg.repo.sync_feeds, [agg.spec(f) for f in new.feeds])
             # The error goes with the config it was about, before the next await: no one
             # sees the new config beside the old error (tests/test_reload.py caught that).
@@ -188,6 +218,25 @@ class Reloader:
             if retag and self.retag and change.needs_retag:
                 self._start_retag(agg, new, change.retag_topics)
             return change
+
+    async def retrain(self, agg: Aggregator) -> bool:
+        """Train the classifier again with the store's corrections, then tag with it.
+
+        After admins' corrections through the admin API; one training at a time, and a
+        reload in between (which trains anew) wins. False when the classifier is off.
+        """
+        async with self._lock:
+            config = agg.config
+            if not config.tagging.classifier:
+                return False
+            learned = await asyncio.to_thread(agg.learned, config)
+            tagger = await asyncio.to_thread(Tagger.from_config, config, learned=learned)
+            if agg.config is not config:
+                return False
+            agg.tagger = tagger
+            agg.refresh_context(tagger, rebuild=False)
+            log.info("classifier trained again with %d corrected examples", len(learned))
+            return True
 
     async def _reschedule(self, agg: Aggregator) -> None:
         scheduler = agg.scheduler
@@ -311,27 +360,43 @@ class ConfigWatcher:
                     # The watch is in place: catch an edit made since the file was loaded.
                     first = False
                     self._ready.set()
-                    await self.check()
+                    await self._check_logged()
                     continue
                 if changes:
-                    await self.check()
+                    await self._check_logged()
         except Exception:
             # No watching (e.g. inotify limits) is worth a loud log, not a dead server.
             log.exception("cannot watch %s; edits take effect at the next restart", self.path)
         finally:
             self._ready.set()
 
+    async def _check_logged(self) -> None:
+        try:
+            await self.check()
+        except Exception:
+            # A bug in one look must not end the watch: the next edit gets another look.
+            log.exception("checking %s failed; still watching", self.path)
+
     async def check(self) -> ConfigChange | None:
         """Look at feeds.yaml now: reload it if valid and different, else record why not."""
         self.checks += 1
         try:
             config = await asyncio.to_thread(load_config, self.agg.config_path)
-        except ConfigError as e:
-            self.agg.last_config_error = e.errors
+            refusal = drop_refusal(self.agg.config, config, self.agg.config_path)
+            if refusal:
+                raise ConfigError(refusal)
+        except Exception as e:
+            # Whatever reading or validating raises is a refused edit, never a dead watcher.
+            errors = (
+                e.errors
+                if isinstance(e, ConfigError)
+                else [f"{self.agg.config_path}: cannot load: {type(e).__name__}: {e}"]
+            )
+            self.agg.last_config_error = errors
             log.error(
                 "feeds.yaml edit refused (%d error(s)); still running the last good version:\n%s",
-                len(e.errors),
-                "\n".join(f"  {line}" for line in e.errors),
+                len(errors),
+                "\n".join(f"  {line}" for line in errors),
             )
             return None
         if config == self.agg.config:

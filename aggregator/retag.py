@@ -22,7 +22,9 @@ from storage.tagging import TagChange
 
 from .classify import load_classifier
 from .config import Config
+from .corrections import learned_examples
 from .tag import Tagger, profiles
+from .types import with_corrections
 
 log = logging.getLogger("aggregator.retag")
 
@@ -37,15 +39,25 @@ class RetagResult:
     topics: set[str] = field(default_factory=set)  # tag keys whose items changed
 
 
-def tagger_for(config: Config, topics: Sequence[str] | None = None) -> Tagger:
-    """The tagger of ``config``; only ``topics`` (and no place tags) when given."""
+def tagger_for(
+    config: Config,
+    topics: Sequence[str] | None = None,
+    learned: Sequence[tuple[str, str, bool]] = (),
+) -> Tagger:
+    """The tagger of ``config`` trained with ``learned`` rows too; only ``topics`` (and no
+    place tags) when given."""
     if topics is None:
-        return Tagger.from_config(config)
+        return Tagger.from_config(config, learned=learned)
     chosen = [t for t in config.topics if t.slug in set(topics)]
     settings = config.tagging.model_copy(update={"place_tags": False})
     classifier = None
     if config.tagging.classifier:
-        classifier = load_classifier(profiles(chosen), config.tagging.batch_size)
+        classifier = load_classifier(
+            profiles(chosen),
+            config.tagging.batch_size,
+            learned,
+            background=config.tagging.background,
+        )
     return Tagger(
         chosen, config.category_synonyms, settings=settings, classifier=classifier, mode="both"
     )
@@ -63,7 +75,8 @@ def retag(
 
     ``progress(done, total)`` is called after each batch. Returns what changed.
     """
-    tagger = tagger_for(config, topics)
+    learned = learned_examples(store) if config.tagging.classifier else []
+    tagger = tagger_for(config, topics, learned)
     keep = frozenset(topics) if topics is not None else None
     total = store.count_entries()
     result = RetagResult()
@@ -76,9 +89,10 @@ def retag(
         changes = []
         for stored, new in zip(batch, tagged, strict=True):
             mine = [t for t in stored.tags if keep is None or t.topic in keep]
+            tags = with_corrections(new.tags, stored.corrections, keep)
             language = new.language if keep is None else stored.language
-            if sorted(mine) != sorted(new.tags) or language != stored.language:
-                changes.append(TagChange(stored.id, stored.content_hash, new.tags, language, keep))
+            if sorted(mine) != sorted(tags) or language != stored.language:
+                changes.append(TagChange(stored.id, stored.content_hash, tags, language, keep))
         result.entries += len(batch)
         result.changed += len(changes)
         result.topics |= store.replace_tags(changes)

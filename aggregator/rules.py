@@ -10,15 +10,20 @@ Regular expressions see the text as written (case-insensitive).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import regex
+
 from .places import Gazetteer, PlaceMention, strip_accents
 from .topicconfig import DEFAULT_SCOPE, Rule
 from .types import FeedContext, ParsedEntry
+
+_log = logging.getLogger("aggregator.rules")
 
 _WORD = re.compile(r"\w+")
 _LEADING_WORD = re.compile(r"^\w+")
@@ -132,35 +137,102 @@ class Keywords:
         return None
 
 
+# The longest one search of one field may take. A pattern such as (a+)+$ backtracks
+# exponentially on an item crafted for it; the stdlib's re has no time bound, so the
+# ``regex`` module (re's syntax) runs topic regexes with this timeout.
+REGEX_TIMEOUT = 0.1
+# A pattern that timed out this many times is not run again in this process.
+REGEX_STRIKES = 3
+
+
 @dataclass
 class Regex:
     patterns: tuple[str, ...]
     scope: tuple[str, ...]
     label: str = ""
-    compiled: tuple[re.Pattern[str], ...] = field(init=False)
+    compiled: tuple[regex.Pattern[str], ...] = field(init=False)
+    strikes: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.compiled = tuple(re.compile(p, re.IGNORECASE) for p in self.patterns)
+        self.compiled = tuple(regex.compile(p, regex.IGNORECASE) for p in self.patterns)
         self.label = self.label or "regex " + ", ".join(f"/{p}/" for p in self.patterns)
 
     def __call__(self, view: ItemView) -> str | None:
         for rx in self.compiled:
+            if self.strikes.get(rx.pattern, 0) >= REGEX_STRIKES:
+                continue
             for name in self.scope:
-                if rx.search(view.raw(name)):
+                try:
+                    found = rx.search(view.raw(name), timeout=REGEX_TIMEOUT)
+                except TimeoutError:
+                    self._strike(rx.pattern, name)
+                    break
+                if found:
                     return f"regex /{rx.pattern}/ in {name}"
         return None
+
+    def _strike(self, pattern: str, name: str) -> None:
+        strikes = self.strikes[pattern] = self.strikes.get(pattern, 0) + 1
+        last = strikes >= REGEX_STRIKES
+        _log.warning(
+            "regex /%s/ took over %d ms on one item's %s: taken as no match%s",
+            pattern,
+            REGEX_TIMEOUT * 1000,
+            name,
+            "; it timed out too often and is no longer run (fix it in feeds.yaml)" if last else "",
+        )
+
+
+def contains_words(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
+    """``part`` occurs in ``words`` as a run of whole words."""
+    n = len(part)
+    return 0 < n <= len(words) and any(words[i : i + n] == part for i in range(len(words) - n + 1))
 
 
 @dataclass
 class Categories:
-    wanted: tuple[str, ...]  # canonical forms
+    """Configured categories (as written, a compared form) against the item's own ones.
+
+    A configured category matches a publisher's category equal to it or containing it as
+    whole words ("politics" in "Politics and Government"); the item's categories come
+    already split into path parts and mapped through the synonyms (tag.entry_categories).
+    """
+
+    wanted: tuple[tuple[str, str], ...]
     label: str
 
     def __call__(self, view: ItemView) -> str | None:
-        for c in self.wanted:
-            if c in view.categories:
-                return f'category "{view.categories[c]}"'
+        cats = view.categories
+        hits = [(cats[c], configured) for configured, c in self.wanted if c in cats]
+        if hits:
+            # The publisher's own word for it first: "Football" as "football", not "sport".
+            same = [h for h in hits if _same(*h)]
+            return _category_reason(*(same or hits)[0])
+        for configured, c in self.wanted:
+            part = tuple(c.split())
+            for key, raw in cats.items():
+                if contains_words(tuple(key.split()), part):
+                    return _category_reason(raw, configured)
         return None
+
+
+def wanted_categories(
+    categories: Iterable[str], forms: Callable[[str], tuple[str, ...]]
+) -> tuple[tuple[str, str], ...]:
+    """(as configured, form) pairs, every category's own form before any synonym's."""
+    pairs = [(c, f) for c in categories for f in forms(c)]
+    own = [(c, fs[0]) for c in categories if (fs := forms(c))]
+    return tuple(dict.fromkeys([*own, *pairs]))
+
+
+def _same(raw: str, configured: str) -> bool:
+    return fold(" ".join(raw.split())) == fold(" ".join(configured.split()))
+
+
+def _category_reason(raw: str, configured: str) -> str:
+    if _same(raw, configured):
+        return f'category "{raw}"'
+    return f'category "{raw}" as "{configured}"'
 
 
 @dataclass
@@ -232,10 +304,10 @@ class Group:
 
 def compile_rule(
     rule: Rule,
-    canonical: Callable[[str], str],
+    canonical: Callable[[str], tuple[str, ...]],
     scope: tuple[str, ...] = DEFAULT_SCOPE,
 ) -> Matcher:
-    """One feeds.yaml rule -> a matcher. ``canonical`` normalises a category name."""
+    """One feeds.yaml rule -> a matcher. ``canonical``: a category name's compared forms."""
     here = rule.scope or scope
     if rule.keywords is not None:
         return Keywords(rule.keywords, here)
@@ -243,7 +315,7 @@ def compile_rule(
         return Regex(rule.regex, here)
     if rule.categories is not None:
         return Categories(
-            tuple(canonical(c) for c in rule.categories),
+            wanted_categories(rule.categories, canonical),
             "categories [" + ", ".join(rule.categories) + "]",
         )
     if rule.feed_tags is not None:

@@ -45,9 +45,10 @@ _BARE_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)>")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 # Characters a URL may not hold unescaped (RFC 3986) that matter in markup, and controls.
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'<>`{}|\\^]")
-# C0 controls but tab, newline and CR; DEL; lone UTF-16 surrogates (from JSON "\ud800"),
-# which no database or encoder takes. PostgreSQL refuses NUL in text outright.
-_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# C0 controls but tab, newline and CR; DEL; C1 controls (what windows-1252 read as
+# latin-1 leaves; validators flag them as bad characters); lone UTF-16 surrogates (from
+# JSON "\ud800"), which no database or encoder takes. PostgreSQL refuses NUL in text.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
 
 
@@ -57,11 +58,6 @@ def scrub(value: str) -> str:
     if not _UNSTORABLE.search(value):
         return value
     return _UNSTORABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", value)
-
-
-def plain_text(value: str) -> str:
-    """``value`` as plain text: entities decoded, then no markup (:func:`strip_markup`)."""
-    return strip_markup(scrub(html.unescape(value)))
 
 
 def strip_markup(text: str) -> str:

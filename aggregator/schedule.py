@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -73,6 +73,52 @@ NO_HINTS = Hints()
 DEFAULT_POLICY = Policy()
 
 
+class Effective(NamedTuple):
+    """The delay the formula gives before jitter, and what set it, for people to read."""
+
+    delay: timedelta
+    reason: str  # "configured", "adaptive rate", "feed hint (ttl)", "backoff (3 errors)"
+
+
+def effective_interval(
+    interval: timedelta,
+    consecutive_errors: int = 0,
+    hints: Hints = NO_HINTS,
+    policy: Policy = DEFAULT_POLICY,
+    now: datetime | None = None,
+) -> Effective:
+    """The formula of the module docstring up to ``delay``, with the term that decided it."""
+    base, reason = interval, "configured"
+    if policy.adaptive and hints.item_gap is not None:
+        adapted = min(max(hints.item_gap, policy.min_interval), policy.max_interval)
+        if adapted != base:
+            base, reason = adapted, "adaptive rate"
+    asked = [
+        (h, name)
+        for h, name in (
+            (hints.max_age, "max-age"),
+            (hints.ttl, "ttl"),
+            (hints.update_period, "sy:updatePeriod"),
+        )
+        if h is not None
+    ]
+    if hints.expires is not None and now is not None:
+        asked.append((hints.expires - now, "Expires"))
+    if asked:
+        longest, name = max(asked, key=lambda a: a[0])
+        floor = min(longest, policy.max_interval)
+        if floor > base:
+            base, reason = floor, f"feed hint ({name})"
+    delay = base
+    if consecutive_errors > 0:
+        # Cap the exponent too: 2**n overflows timedelta long before n is absurd.
+        factor = 2 ** min(consecutive_errors, 20)
+        delay = min(base * factor, max(MAX_BACKOFF, base))
+        errors = "1 error" if consecutive_errors == 1 else f"{consecutive_errors} errors"
+        reason = f"backoff ({errors})"
+    return Effective(delay, reason)
+
+
 def next_poll_at(
     now: datetime,
     interval: timedelta,
@@ -82,19 +128,7 @@ def next_poll_at(
     policy: Policy = DEFAULT_POLICY,
 ) -> datetime:
     """When to poll a feed next (the formula is in the module docstring)."""
-    base = interval
-    if policy.adaptive and hints.item_gap is not None:
-        base = min(max(hints.item_gap, policy.min_interval), policy.max_interval)
-    asked = [h for h in (hints.max_age, hints.ttl, hints.update_period) if h is not None]
-    if hints.expires is not None:
-        asked.append(hints.expires - now)
-    if asked:
-        base = max(base, min(max(asked), policy.max_interval))
-    delay = base
-    if consecutive_errors > 0:
-        # Cap the exponent too: 2**n overflows timedelta long before n is absurd.
-        factor = 2 ** min(consecutive_errors, 20)
-        delay = min(base * factor, max(MAX_BACKOFF, base))
+    delay = effective_interval(interval, consecutive_errors, hints, policy, now).delay
     jitter = min(delay * JITTER_FRACTION, MAX_JITTER) * rand()
     return skip(now + delay + jitter, hints.skip_hours, hints.skip_days)
 

@@ -20,6 +20,7 @@ from storage.push_subscriptions import PushStore
 
 from . import USER_AGENT, dedup, schedule
 from .config import Config, FeedConfig, database_url, load_config
+from .corrections import learned_examples
 from .fetch import FetchLimits, host_key, make_client
 from .parsepool import ParsePool
 from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
@@ -28,7 +29,7 @@ from .retention import Pruner
 from .schedule import PollScheduler
 from .subscriber import PushSettings, Subscriber
 from .tag import Tagger
-from .types import FeedSpec, Fetched, PollResult
+from .types import FeedSpec, FeedState, Fetched, PollResult
 from .worker import ClaimLoop
 
 log = logging.getLogger("aggregator.service")
@@ -54,7 +55,7 @@ class Aggregator:
         self.config = config
         self.config_path = Path(config_path)
         self.repo = repo
-        self.tagger = Tagger.from_config(config)
+        self.tagger = Tagger.from_config(config, learned=self.learned())
         self._ctx: PollContext | None = None
         self._scheduler: PollScheduler | None = None
         # The errors of the last feeds.yaml edit that was refused (None: the file is in use).
@@ -66,6 +67,13 @@ class Aggregator:
         self._retired: set[asyncio.Task[None]] = set()
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
         self.repo.preferred_sources = config.dedup.preferred_sources
+
+    def learned(self, config: Config | None = None) -> list[tuple[str, str, bool]]:
+        """What the classifier learns from the store: admins' corrections (none when the
+        classifier is off, so rules-only start-ups read nothing more)."""
+        if not (config or self.config).tagging.classifier:
+            return []
+        return learned_examples(self.repo)
 
     @classmethod
     def from_file(cls, config_path: str | os.PathLike[str]) -> Aggregator:
@@ -89,11 +97,7 @@ class Aggregator:
                 concurrency=s.max_concurrency,
                 parsers=ParsePool(s.parse_processes),
                 policy=dedup.Policy.from_settings(self.config.dedup),
-                timing=schedule.Policy(
-                    min_interval=self.config.polling.min_interval,
-                    max_interval=self.config.polling.max_interval,
-                    adaptive=self.config.polling.adaptive,
-                ),
+                timing=timing(self.config),
             )
             w = self.config.websub
             self._ctx.subscriber = Subscriber(
@@ -231,7 +235,10 @@ class Aggregator:
         return state.next_poll_at
 
     async def poll_all(
-        self, urls: list[str] | None = None, on_done: Callable[[PollResult], None] | None = None
+        self,
+        urls: list[str] | None = None,
+        on_done: Callable[[PollResult], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> list[PollResult]:
         """Poll the given (default: every enabled) feed now, concurrently; the results in
         the order of the feeds.
@@ -240,6 +247,7 @@ class Aggregator:
         the feeds are taken one host after another (round robin): a poll waiting for its
         turn held about 3.5 KB, so polling 10,000 feeds at once held 35 MB of waiting
         polls, and taking one host's feeds in a row would make them wait for its slots.
+        Once ``stop`` is set no poll is started; those in progress finish and are saved.
         """
         targets = urls if urls is not None else [f.url for f in self.enabled_feeds()]
         results: list[PollResult | None] = [None] * len(targets)
@@ -247,6 +255,8 @@ class Aggregator:
 
         async def runner() -> None:
             for i in todo:  # one iterator, shared by the runners
+                if stop is not None and stop.is_set():
+                    return
                 results[i] = result = await self.poll(targets[i])
                 if on_done:
                     on_done(result)
@@ -332,6 +342,31 @@ class Aggregator:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def timing(config: Config) -> schedule.Policy:
+    """The admin's bounds on adaptive polling (``polling:`` in feeds.yaml)."""
+    p = config.polling
+    return schedule.Policy(
+        min_interval=p.min_interval, max_interval=p.max_interval, adaptive=p.adaptive
+    )
+
+
+def next_interval(
+    config: Config, feed: FeedConfig, state: FeedState | None, now: datetime
+) -> schedule.Effective:
+    """The delay the scheduler uses after the feed's next poll, and why (feeds list, /admin).
+
+    From the stored hints and error count; a WebSub subscription's slower fallback and the
+    response headers of the next poll are not known here.
+    """
+    return schedule.effective_interval(
+        config.interval_for(feed),
+        state.consecutive_errors if state else 0,
+        schedule.from_json(state.hints if state else None),
+        timing(config),
+        now,
+    )
 
 
 def fetch_limits(config: Config) -> FetchLimits:

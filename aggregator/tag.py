@@ -36,8 +36,10 @@ from .rules import (
     Places,
     Regex,
     compile_rule,
+    contains_words,
     feed_tag_key,
     first_reason,
+    wanted_categories,
 )
 from .topicconfig import DEFAULT_SCOPE, TaggingSettings
 from .types import EntryIntent, FeedContext, ParsedEntry, TopicTag
@@ -103,6 +105,23 @@ def normalise_category(value: str) -> str:
     return _SPLIT.sub(lambda m: m.group(0).strip(), " ".join(v.split()))
 
 
+_WORDISH = re.compile(r"[^\s/]+")
+
+
+def singular(word: str) -> str:
+    """'elections' -> 'election', 'policies' -> 'policy'; enough to compare category names."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def category_key(value: str) -> str:
+    """What categories are compared on: normalised, every word singular."""
+    return _WORDISH.sub(lambda m: singular(m.group(0)), normalise_category(value))
+
+
 class Tagging(NamedTuple):
     """What the tagger found for one entry."""
 
@@ -144,19 +163,36 @@ class Tagger:
         self.settings = settings or TaggingSettings()
         self.mode = mode
         self.synonyms = dict(DEFAULT_SYNONYMS)
+        self.synonyms = {category_key(k): category_key(v) for k, v in self.synonyms.items()}
         for k, v in (synonyms or {}).items():
-            self.synonyms[normalise_category(k)] = normalise_category(v)
+            self.synonyms[category_key(k)] = category_key(v)
+        # Multi-word synonyms, looked for inside longer categories.
+        self._phrases = {
+            tuple(k.split()): (v, len(k.split())) for k, v in self.synonyms.items() if " " in k
+        }
         self.gazetteer = gazetteer if gazetteer is not None else default_gazetteer()
         self.classifier = classifier
         self.topic_configs = tuple(topics)
         self.topics = [self._compile(t) for t in topics]
 
     @classmethod
-    def from_config(cls, config: Config, *, mode: Mode = "both") -> Tagger:
-        """The tagger feeds.yaml asks for, with the classifier when it is on and installed."""
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        mode: Mode = "both",
+        learned: Sequence[tuple[str, str, bool]] = (),
+    ) -> Tagger:
+        """The tagger feeds.yaml asks for, with the classifier when it is on and installed;
+        ``learned`` (text, topic, in) rows from the store join its training."""
         classifier = None
         if config.tagging.classifier and mode != "rules":
-            classifier = load_classifier(profiles(config.topics), config.tagging.batch_size)
+            classifier = load_classifier(
+                profiles(config.topics),
+                config.tagging.batch_size,
+                learned,
+                background=config.tagging.background,
+            )
         return cls(
             config.topics,
             config.category_synonyms,
@@ -167,11 +203,14 @@ class Tagger:
 
     def _compile(self, t: TopicConfig) -> _CompiledTopic:
         r = t.rules
-        canon = self.canonical_category
+        canon = self.category_forms
         matchers: list[Matcher] = []
         if r.categories:
             matchers.append(
-                Categories(tuple(canon(c) for c in r.categories), f"categories {r.categories}")
+                Categories(
+                    wanted_categories(r.categories, canon),
+                    f"categories {r.categories}",
+                )
             )
         if r.feed_tags:
             matchers.append(
@@ -193,17 +232,42 @@ class Tagger:
         )
 
     def canonical_category(self, value: str) -> str:
-        n = normalise_category(value)
+        n = category_key(value)
         return self.synonyms.get(n, n)
 
+    def category_forms(self, value: str) -> tuple[str, ...]:
+        """A configured category's forms to look for: itself, then its canonical one.
+
+        "election" is a synonym of "politics", yet must still be found inside
+        "Presidential Election of 2020".
+        """
+        n = category_key(value)
+        return tuple(dict.fromkeys((n, self.synonyms.get(n, n))))
+
     def entry_categories(self, categories: Iterable[str]) -> dict[str, str]:
-        """canonical form -> the category as the feed wrote it (whole and path parts)."""
+        """canonical form -> the category as the feed wrote it.
+
+        Each category gives its whole form, its path parts ("world/americas": "world",
+        "americas"), their synonyms, and the synonyms of the multi-word phrases it contains
+        ("United States International Relations" holds "international relations", so it
+        also counts as "foreign relations"). One-word synonyms are not looked for inside
+        longer categories: "international" is "world", but "United States International
+        Relations" is not world news.
+        """
         out: dict[str, str] = {}
         for raw in categories:
             forms = [raw, *_SPLIT.split(raw)] if _SPLIT.search(raw) else [raw]
             for form in forms:
-                if form.strip():
-                    out.setdefault(self.canonical_category(form), raw)
+                if not form.strip():
+                    continue
+                key = category_key(form)
+                out.setdefault(key, raw)
+                out.setdefault(self.synonyms.get(key, key), raw)
+                words = tuple(key.split())
+                if len(words) > 2:
+                    for phrase, (target, size) in self._phrases.items():
+                        if size < len(words) and contains_words(words, phrase):
+                            out.setdefault(target, raw)
         return out
 
     def tag(self, entry: ParsedEntry, feed_tags: Sequence[str] = ()) -> tuple[TopicTag, ...]:
@@ -238,7 +302,7 @@ class Tagger:
     def _scores(self, entries: Sequence[ParsedEntry]) -> list[dict[str, float]]:
         if self.classifier is None or self.mode == "rules" or not entries:
             return [{} for _ in entries]
-        return self.classifier.scores([e.title + ". " + e.text for e in entries])
+        return self.classifier.scores([classifier_text(e) for e in entries])
 
     def _view(self, entry: ParsedEntry, feed: FeedContext) -> ItemView:
         if self.settings.detect_language and entry.language_known:
@@ -262,11 +326,18 @@ class Tagger:
         if self.mode != "classifier":
             reason = first_reason(topic.rules, view)
         score = scores.get(topic.slug)
+        best = max(scores.values(), default=0.0)
+        floor = self.settings.relative * best
         if reason is None and topic.threshold is not None and self.mode != "rules":
-            if score is not None and score >= topic.threshold:
+            if score is not None and score >= topic.threshold and score >= floor:
                 reason = f"classifier {score:.2f} >= {topic.threshold:.2f}"
         if reason is None:
             if score is not None and topic.threshold is not None:
+                if score >= topic.threshold:
+                    return None, (
+                        f"no rule matched; classifier {score:.2f} is under "
+                        f"{self.settings.relative:.2f} x the best topic's {best:.2f}"
+                    )
                 return None, f"no rule matched; classifier {score:.2f} < {topic.threshold:.2f}"
             return None, "no rule matched"
         if veto := first_reason(topic.exclude, view):
@@ -288,10 +359,21 @@ class Tagger:
         return Tagging(tuple(out), view.language)
 
 
+def classifier_text(entry: ParsedEntry) -> str:
+    """What the classifier reads of an entry, in tagging and in training alike."""
+    return entry.title + ". " + entry.text
+
+
 def profiles(topics: Sequence[TopicConfig]) -> list[TopicProfile]:
     """The classifier's view of the topics that ask for it."""
     return [
-        TopicProfile(t.slug, t.description or t.name, t.classifier.examples, t.classifier.threshold)
+        TopicProfile(
+            t.slug,
+            t.description or t.name,
+            t.classifier.examples,
+            t.classifier.threshold,
+            t.classifier.negative_examples,
+        )
         for t in topics
         if t.classifier is not None
     ]

@@ -180,12 +180,33 @@ class TopicRules(_Strict):
 
 
 class TopicClassifier(_Strict):
-    """The optional semantic classifier of one topic."""
+    """The semantic classifier of one topic: a head learned from these texts (classify.py)."""
 
     examples: tuple[str, ...] = Field(
-        default=(), description="example headlines, embedded with the description"
+        default=(), description="headlines of items in the topic (with the description)"
     )
-    threshold: float = Field(default=0.4, gt=-1, lt=1, description="cosine similarity needed")
+    negative_examples: tuple[str, ...] = Field(
+        default=(), description="headlines of items NOT in the topic, near misses best"
+    )
+    threshold: float = Field(
+        default=0.35, gt=0, lt=1, description="probability from which an item is in the topic"
+    )
+
+    @field_validator("examples", "negative_examples")
+    @classmethod
+    def _texts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not t.strip() for t in v):
+            raise ValueError("empty example")
+        return v
+
+    @model_validator(mode="after")
+    def _not_both(self) -> TopicClassifier:
+        both = sorted(
+            {t.strip() for t in self.examples} & {t.strip() for t in self.negative_examples}
+        )
+        if both:
+            raise ValueError(f"in both examples and negative_examples: {both[0]!r}")
+        return self
 
 
 class TaggingSettings(_Strict):
@@ -193,6 +214,16 @@ class TaggingSettings(_Strict):
         default=True, description="use the semantic classifier where topics define one"
     )
     batch_size: int = Field(default=64, ge=1, le=4096)
+    background: bool = Field(
+        default=True,
+        description="everyday headlines (recipes, weather...) are negatives of every topic",
+    )
+    relative: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="a topic's probability must reach this share of the item's best topic's",
+    )
     detect_language: bool = True
     place_tags: bool = Field(default=True, description="store place:XX tags for place feeds")
     capitals_as_places: bool = Field(

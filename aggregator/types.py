@@ -6,9 +6,9 @@ Frozen dataclasses for domain objects, NamedTuples for stage outputs. ORM rows,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 
 
@@ -85,6 +85,29 @@ class TopicTag(NamedTuple):
     reason: str  # e.g. 'category "foreign relations"', 'keyword "embassy" in title'
 
 
+CORRECTED = "correction by an admin"
+
+
+def with_corrections(
+    tags: Iterable[TopicTag], corrections: Mapping[str, bool], keep: Iterable[str] | None = None
+) -> tuple[TopicTag, ...]:
+    """``tags`` with admins' corrections applied over them (those of topics in ``keep``).
+
+    A correction wins over every rule and the classifier: an entry an admin took out of a
+    topic stays out, one put in stays in, whatever its text says after an edit.
+    """
+    chosen = None if keep is None else set(keep)
+    out = {t.topic: t for t in tags}
+    for topic, inside in corrections.items():
+        if chosen is not None and topic not in chosen:
+            continue
+        if inside:
+            out[topic] = TopicTag(topic, CORRECTED)
+        else:
+            out.pop(topic, None)
+    return tuple(out.values())
+
+
 class Fingerprint(NamedTuple):
     """What near-duplicate matching keeps of an entry (aggregator/neardup.py)."""
 
@@ -103,6 +126,52 @@ class NearCandidate(NamedTuple):
     story_id: int
     feed_id: int
     fingerprint: Fingerprint
+
+
+class EventSignature(NamedTuple):
+    """What event matching keeps of an entry (aggregator/events.py)."""
+
+    published: datetime
+    vector: bytes | None  # float16 unit sentence embedding; None without a model
+    terms: tuple[str, ...]  # names and numbers
+    title: tuple[str, ...]  # headline terms
+
+
+class EventCandidate(NamedTuple):
+    """A stored entry of an event active around a new story's date."""
+
+    entry_id: int
+    story_id: int
+    feed_id: int
+    event_id: int  # the event's lead story
+    event_first: datetime  # its first story's date
+    signature: EventSignature
+
+
+class EventMember(NamedTuple):
+    """One story of an event, as ``aggregator stories explain`` shows it."""
+
+    uid: str
+    published: datetime
+    reason: str | None  # None: the lead (the event's first story)
+    entries: tuple[ClusterEntry, ...]
+
+
+class EventDecider(Protocol):
+    """Picks the event a new story joins (aggregator/events.py ``EventMatcher``)."""
+
+    @property
+    def window(self) -> timedelta: ...
+
+    def signatures(self, entries: Sequence[ParsedEntry]) -> list[EventSignature]: ...
+
+    def choose(
+        self,
+        new: EventSignature,
+        story_id: int,
+        feed_id: int,
+        candidates: Sequence[EventCandidate],
+    ) -> tuple[int, Any] | None: ...
 
 
 class StoryMatcher(Protocol):
@@ -154,6 +223,7 @@ class StoredEntry:
     tags: tuple[TopicTag, ...]
     content_hash: str = ""  # what its tags were computed from
     story_uid: str = ""  # the published item is urn:aggregator:story:{story_uid}
+    corrections: Mapping[str, bool] = field(default_factory=dict)  # admins': topic -> in
 
 
 class PollCounts(NamedTuple):
@@ -181,6 +251,7 @@ class PollResult(NamedTuple):
     hub: str | None = None
     topic: str | None = None
     merged: int = 0  # of ``new``: entries that joined an existing story (dedup)
+    tag_ms: int = 0  # of the poll's time: tagging (topic rules, classifier, language)
 
 
 @dataclass(frozen=True)
@@ -316,6 +387,7 @@ class PollSave(NamedTuple):
     disabled_reason: str | None = None  # a 410: stop polling the feed
     hints: dict[str, Any] | None = None  # schedule hints from the body (None: keep stored)
     matcher: StoryMatcher | None = None  # near-duplicate stories; None: canonical URL only
+    events: EventDecider | None = None  # coverage of one event; None: every story its own
 
 
 @dataclass(frozen=True)
@@ -333,3 +405,18 @@ class PushSubscription:
     expires_at: datetime | None = None
     last_push_at: datetime | None = None
     last_error: str | None = None
+
+
+class TopicActivity(NamedTuple):
+    """How busy each topic is, for the pages: stories a day and its newest arrival."""
+
+    per_day: dict[str, dict[date, int]]  # topic -> UTC day -> stories first published then
+    last_update: dict[str, datetime]  # topic -> when its newest entry arrived
+
+
+class PollMark(NamedTuple):
+    """One past poll of a feed, for the admin page's timeline."""
+
+    started_at: datetime
+    status: str  # ok, not_modified, error
+    http_status: int | None

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -56,6 +56,7 @@ from . import (
     admin_stories,
     admin_tags,
     admin_web,
+    charts,
     feed_http,
     feeds,
     filters,
@@ -66,7 +67,7 @@ from . import (
     publish,
     websub_subscriber,
 )
-from .admin_guard import AdminGuard
+from .admin_guard import AdminGuard, LoginFailures
 from .admin_ops import AdminOps
 from .body_limit import BodyLimit
 from .config import TopicConfig
@@ -198,11 +199,21 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         query = parse_query(request.scope["query_string"], minute, id(agg.config))
         base = _base_url(agg, request)
         version = await versions.current()
+        asked = request.scope["query_string"].decode("latin-1")
         rendered = await cache.get(
-            (view, fmt, base, query.cache_key),
+            # The query as asked: the self link echoes it, so two spellings never share one.
+            (view, fmt, base, query.cache_key, asked),
             version,
             functools.partial(
-                feeds.render_view, agg.repo, view, fmt, base, query, version, base + hub.HUB_PATH
+                feeds.render_view,
+                agg.repo,
+                view,
+                fmt,
+                base,
+                query,
+                version,
+                base + hub.HUB_PATH,
+                asked,
             ),
         )
         hot.remember(request.scope, rendered, minute)
@@ -220,9 +231,11 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
 
     def place_view(code: str) -> feeds.FeedView:
         # Place feeds are topic feeds over the place:xx tags the tagger stores.
-        name = country_name(code) if code.isalpha() and code.islower() else None
+        # ISO codes in either case (/places/CO.json); the feed's own URLs are lower case.
+        code = code.lower()
+        name = country_name(code) if code.isalpha() else None
         if name is None:
-            raise HTTPException(404, f"no place {code!r}; use a lower-case ISO code, e.g. co")
+            raise HTTPException(404, f"no place {code!r}; use an ISO country code, e.g. co")
         return feeds.FeedView(
             path=f"/places/{code}",
             feed_id=f"urn:aggregator:place:{code}",
@@ -264,10 +277,18 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         base = f"{parts.scheme}://{parts.netloc}"
         version = await versions.current()
         return await cache.get(
-            (view, fmt, base, query.cache_key),
+            (view, fmt, base, query.cache_key, parts.query),
             version,
             functools.partial(
-                feeds.render_view, agg.repo, view, fmt, base, query, version, base + hub.HUB_PATH
+                feeds.render_view,
+                agg.repo,
+                view,
+                fmt,
+                base,
+                query,
+                version,
+                base + hub.HUB_PATH,
+                parts.query,
             ),
         )
 
@@ -293,6 +314,7 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         return None
 
     admin_ops = AdminOps(agg)
+    login_failures = LoginFailures()
     hub_store = HubStore(agg.repo)
     websub = hub.Hub(hub_store, render_url, versions.current, agg.limits)
 
@@ -304,6 +326,11 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
             req = hub.parse_request(fields, lambda url: topic_problem(url, base))
         except hub.HubError as e:
             return PlainTextResponse(str(e), status_code=400)
+        client = request.client.host if request.client else "unknown"
+        refused = await websub.admit(req, client)
+        if refused is not None:
+            log.info("hub request refused client=%s callback=%s: %s", client, req.callback, refused)
+            return PlainTextResponse(refused + "\n", status_code=429, headers={"Retry-After": "60"})
         # WebSub 5.2: 202, then verify intent asynchronously (after the response is sent).
         return PlainTextResponse(
             "accepted; verifying intent with the callback\n",
@@ -331,9 +358,21 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
             headers=CORS,
         )
 
-    def summaries(counts: dict[str, int]) -> list[pages.TopicSummary]:
+    def summaries(counts: dict[str, int], now: datetime | None = None) -> list[pages.TopicSummary]:
+        """Every topic with its count; with ``now``, its last 30 days too (the pages)."""
+        activity = None
+        if now is not None:
+            start = now.astimezone(UTC).date() - timedelta(days=charts.DAYS - 1)
+            activity = agg.repo.topic_activity(datetime.combine(start, datetime.min.time(), UTC))
         return [
-            pages.TopicSummary(t.slug, t.name, t.description, counts.get(t.slug, 0))
+            pages.TopicSummary(
+                t.slug,
+                t.name,
+                t.description,
+                counts.get(t.slug, 0),
+                activity.per_day.get(t.slug, {}) if activity else {},
+                activity.last_update.get(t.slug) if activity else None,
+            )
             for t in agg.config.topics
         ]
 
@@ -354,8 +393,11 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
             request.headers.get("if-modified-since"),
         )
         if rendered.media_type.startswith("text/html"):
+            present = {k for k, _ in a.headers}
             a.headers.extend(
-                (k.lower().encode(), v.encode()) for k, v in pages.HTML_HEADERS.items()
+                (k.lower().encode(), v.encode())
+                for k, v in pages.HTML_HEADERS.items()
+                if k.lower().encode() not in present
             )
         return _RawResponse(a)
 
@@ -363,7 +405,8 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         base = _base_url(agg, request)
 
         def build(version: int) -> feeds.Rendered:
-            body = pages.home_page(base, summaries(agg.repo.topic_counts()))
+            now = datetime.now(UTC)
+            body = pages.home_page(base, summaries(agg.repo.topic_counts(), now), now)
             return feeds.make_rendered(body, HTML, version, datetime.now(UTC), 60)
 
         return await serve_page(request, ("home",), build)
@@ -382,17 +425,22 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
     async def topic_html(request: Request) -> Response:
         topic = topic_or_404(request.path_params["slug"])
         base = _base_url(agg, request)
-        limit = agg.config.settings.items_per_feed
+        # The page's filter form submits every field; an empty one means "no filter".
+        pairs = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if v]
+        query = parse_query(urlencode(pairs).encode(), hot.minute(), id(agg.config))
 
         def build(version: int) -> feeds.Rendered:
-            items = agg.repo.stories(filters.StoryQuery(all_of=(topic.slug,), limit=limit)).items
-            count = agg.repo.topic_counts().get(topic.slug, 0)
-            summary = pages.TopicSummary(topic.slug, topic.name, topic.description, count)
-            body = pages.topic_page(base, summary, items)
-            updated = max((i.updated for i in items), default=feeds.EPOCH)
-            return feeds.make_rendered(body, HTML, version, updated, feeds.max_age(items))
+            now = datetime.now(UTC)
+            page = agg.repo.stories(query.with_tag(topic.slug))
+            summary = next(
+                s for s in summaries(agg.repo.topic_counts(), now) if s.slug == topic.slug
+            )
+            names = {t.slug: t.name for t in agg.config.topics}
+            body = pages.topic_page(base, summary, page, query, names, now)
+            updated = max((i.updated for i in page.items), default=feeds.EPOCH)
+            return feeds.make_rendered(body, HTML, version, updated, feeds.max_age(page.items))
 
-        return await serve_page(request, ("topic-page", topic.slug), build)
+        return await serve_page(request, ("topic-page", topic.slug, query.cache_key), build)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -474,7 +522,7 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
             Route("/metrics", metrics_text),
             Route("/openapi.json", openapi_json),
             Route(hub.HUB_PATH, hub_endpoint, methods=["POST"]),
-            *admin_web.routes(agg),
+            *admin_web.routes(agg, login_failures),
             *websub_subscriber.routes(agg),
             *admin_stories.routes(agg),
             *admin_tags.routes(agg),
@@ -486,7 +534,7 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
         # the admin token; body caps before any handler reads a body.
         middleware=[
             Middleware(metrics.RequestMetrics),
-            Middleware(AdminGuard),
+            Middleware(AdminGuard, failures=login_failures),
             Middleware(BodyLimit),
             Middleware(feed_http.Preflight),
         ],
@@ -495,4 +543,5 @@ def create_app(agg: Aggregator, *, poll: bool = True, watch: bool = True) -> Sta
     )
     app.hot = hot
     app.state.hub = websub
+    app.state.login_failures = login_failures
     return app

@@ -80,13 +80,18 @@ def host_of(i: int, hosts: int) -> str:
     return f"127.1.{h // 250}.{h % 250 + 1}"
 
 
-def feed_body(i: int, items: int = 20) -> bytes:
-    """Feed ``i``: the same bytes wherever it is made (the server, the bare parse)."""
-    rng = random.Random(i)
+def feed_body(i: int, items: int = 20, shift: int = 0) -> bytes:
+    """Feed ``i``: the same bytes wherever it is made (the server, the bare parse).
+
+    ``shift``: the feed ``shift`` items later, its ``shift`` newest items new and its
+    oldest ones gone, every other item as it was (each item's text depends on its feed
+    and number only).
+    """
     site = f"https://site{i}.example.com"
     atom = i % 3 == 2
     entries = []
-    for n in range(items):
+    for n in range(-shift, items - shift):
+        rng = random.Random(f"{i}:{n}")
         title = f"{sentence(rng, 7)} &amp; {rng.choice(WORDS)} ({i}-{n})"
         paragraphs = "".join(
             f"<p>{sentence(rng, 18)}, said the <em>{rng.choice(WORDS)}</em> &mdash; "
@@ -144,22 +149,37 @@ def feed_body(i: int, items: int = 20) -> bytes:
 
 # ----------------------------------------------------------------------------- server
 
-ETAG = '"v1-{}"'
-LAST_MODIFIED = format_datetime(_BASE, usegmt=True)
+ETAG = '"v{}-{}"'
 
 
 def serve(feeds: int, hosts: int, items: int) -> None:
-    """The feed server (a child process): prints its port, serves until stdin closes."""
+    """The feed server (a child process): prints its port, serves until stdin closes.
+
+    A line ``shift N`` on stdin makes every feed ``feed_body(i, items, N)`` from then on,
+    with a new ETag and Last-Modified (bench/peer.py's round of new items); it answers
+    ``ok`` on stdout once the new bodies are served.
+    """
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    plain = [feed_body(i, items) for i in range(feeds)]
-    gz = [gzip.compress(b, compresslevel=6, mtime=0) for b in plain]
+    plain: list[bytes] = []
+    gz: list[bytes] = []
     by_path = {feed_path(i).encode(): i for i in range(feeds)}
-    common = f"Content-Type: application/xml\r\nLast-Modified: {LAST_MODIFIED}\r\n"
+    common = ""
+    shift = 0
+
+    def generation(n: int) -> None:
+        nonlocal common, shift, plain, gz
+        plain = [feed_body(i, items, n) for i in range(feeds)]
+        gz = [gzip.compress(b, compresslevel=6, mtime=0) for b in plain]
+        modified = format_datetime(_BASE + timedelta(minutes=n), usegmt=True)
+        common = f"Content-Type: application/xml\r\nLast-Modified: {modified}\r\n"
+        shift = n
+
+    generation(0)
 
     class Feed(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,7 +203,7 @@ def serve(feeds: int, hosts: int, items: int) -> None:
             if i is None:
                 self.t.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                 return
-            etag = ETAG.format(i)
+            etag = ETAG.format(shift, i)
             if hdrs.get(b"if-none-match") == etag.encode():
                 self.t.write(f"HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n{common}\r\n".encode())
                 return
@@ -205,7 +225,10 @@ def serve(feeds: int, hosts: int, items: int) -> None:
         rest = await loop.create_server(Feed, addresses[1:], port, backlog=4096)
         print(port, flush=True)
         # Until the parent closes our stdin (or dies).
-        await loop.run_in_executor(None, sys.stdin.read)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            if line.startswith("shift "):
+                generation(int(line.split()[1]))
+                print("ok", flush=True)
         first.close()
         rest.close()
 

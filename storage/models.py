@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -108,6 +109,12 @@ class StoryRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Every entry pruned (storage/retention.py): kept for its uid and URL, not published.
     pruned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The event this story is coverage of: its lead story; NULL when the story is its own.
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stories.id", name="fk_stories_event_id"), index=True
+    )
+    # Why it joined that event (aggregator/events.py ``Reason``), or the admin who joined it.
+    event_reason: Mapped[str | None] = mapped_column(Text)
 
     entries: Mapped[list[EntryRow]] = relationship(
         back_populates="story", order_by="EntryRow.first_seen_at"
@@ -147,6 +154,9 @@ class EntryRow(Base):
     story: Mapped[StoryRow] = relationship(back_populates="entries")
     tags: Mapped[list[EntryTagRow]] = relationship(
         back_populates="entry", cascade="all, delete-orphan"
+    )
+    corrections: Mapped[list[TagCorrectionRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -222,3 +232,57 @@ class StorySplitRow(Base):
     new_story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
     entry_ids: Mapped[list[int]] = mapped_column(JSON)
     split_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventSignatureRow(Base):
+    """What event matching compares (aggregator/events.py), one row per entry."""
+
+    __tablename__ = "event_signatures"
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    published: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # float16 unit vector
+    terms: Mapped[str] = mapped_column(Text)  # names and numbers, space-separated
+    title: Mapped[str] = mapped_column(Text)  # title terms (CJK as bigrams), space-separated
+
+
+class EventKeyRow(Base):
+    """A headline term or name of an entry, hashed: how event candidates are found."""
+
+    __tablename__ = "event_keys"
+    __table_args__ = (Index("ix_event_keys_key_published", "key", "published"),)
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TagCorrectionRow(Base):
+    """An admin put an entry in a topic or took it out: it wins over rules and the model at
+    every later tagging, and the classifier learns from it (aggregator/learn.py)."""
+
+    __tablename__ = "tag_corrections"
+    __table_args__ = (UniqueConstraint("entry_id", "topic", name="uq_tag_corrections_entry_topic"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    inside: Mapped[bool] = mapped_column(Boolean)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StoryCorrectionRow(Base):
+    """An admin joined two stories' events, or split one story off another: kept so that
+    matching respects it and admins see it."""
+
+    __tablename__ = "story_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "join" or "split"
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
+    other_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), index=True)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -275,6 +275,8 @@ class BucketIndex:
         self._start: int | None = None  # published from (epoch µs); None: not built
         self._span: timedelta | None = None
         self._built = 0.0
+        # Built on an empty store: no newest entry to count the horizon from yet.
+        self._provisional = False
 
     def candidates_many(
         self,
@@ -342,6 +344,7 @@ class BucketIndex:
         start = _micros(min(newest, now) if newest else now) - span // _US
         self._keys, self._gaps, self._high = _Keys(), {}, 0
         self._start, self._span, self._built = start, span, time.monotonic()
+        self._provisional = newest is None
         # The highest id first, and rows up to it: one committed between the two reads
         # above it is left to the next sync, which reads from there, not added twice.
         high = s.scalar(select(func.max(sig.entry_id))) or 0
@@ -383,6 +386,16 @@ class BucketIndex:
 
     def _add(self, rows: Iterable[Any]) -> list[int]:
         assert self._start is not None
+        rows = list(rows)
+        if self._provisional and rows:
+            # The first entries of a store built empty (a first fetch) set the horizon
+            # as a rebuild would have: counted from the newest of them, not from now, so
+            # a first fetch of items older than the window is not looked up in a read of
+            # the store's signatures on every poll.
+            newest = max(published for _, published, _ in rows)
+            assert self._span is not None
+            self._start = _micros(min(newest, datetime.now(UTC))) - self._span // _US
+            self._provisional = False
         ids, kept = [], []
         for eid, published, blob in rows:
             ids.append(eid)

@@ -44,12 +44,17 @@ from aggregator.filters import StoryPage, StoryQuery
 from aggregator.types import (
     Enclosure,
     EntryIntent,
+    EventDecider,
+    EventMember,
+    EventSignature,
     FeedHealth,
     FeedSpec,
     FeedState,
     Lease,
     NearCandidate,
+    ParsedEntry,
     PollCounts,
+    PollMark,
     PollSave,
     StoreCheck,
     StoredEntry,
@@ -57,12 +62,23 @@ from aggregator.types import (
     StoryItem,
     StoryMatcher,
     StorySource,
+    TopicActivity,
+    with_corrections,
 )
 
+from . import activity, integrity, leases, retention, tagging
 from . import clusters as clusters_store
-from . import integrity, leases, retention, tagging
+from . import events as events_store
 from . import neardup as neardup_store
-from .models import ContentVersionRow, EntryRow, EntryTagRow, FeedRow, PollRow, StoryRow
+from .models import (
+    ContentVersionRow,
+    EntryRow,
+    EntryTagRow,
+    FeedRow,
+    PollRow,
+    StoryRow,
+    TagCorrectionRow,
+)
 from .stories import story_page
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -477,10 +493,36 @@ class Repository:
         self.local_changes += 1
         return new_uid
 
+    def join_events(self, uid_a: str, uid_b: str, now: datetime) -> str:
+        """Make two stories' events one (StoryError if refused); the event lead's uid."""
+        with self._writing() as s:
+            lead = events_store.join(s, uid_a, uid_b, now)
+            self._bump_content_version(s)
+        self.local_changes += 1
+        return lead
+
+    def split_event(self, uid: str, now: datetime) -> str:
+        """Take a story out of its event (StoryError if refused); the uid of the event left."""
+        with self._writing() as s:
+            left = events_store.split_off(s, uid, now)
+            self._bump_content_version(s)
+        self.local_changes += 1
+        return left
+
+    def event_explained(self, uid: str) -> list[EventMember]:
+        """The stories of a story's event, the lead first, each with why it joined."""
+        with self._reading() as s:
+            return events_store.explained(s, uid)
+
     def entry_stories(self) -> list[tuple[str, str, str | None, str]]:
         """(feed URL, identity, link, story uid) of every entry."""
         with self._reading() as s:
             return clusters_store.entry_stories(s)
+
+    def entry_events(self) -> list[tuple[str | None, str]]:
+        """(link, uid of the event's lead story) of every entry: for evaluations."""
+        with self._reading() as s:
+            return events_store.entry_events(s)
 
     # -- polls ----------------------------------------------------------------------------
 
@@ -493,7 +535,9 @@ class Repository:
                 feed = FeedRow(url=feed_url, title="", tags=[], enabled=True, consecutive_errors=0)
                 s.add(feed)
                 s.flush()
-            counts = self._save_intents(s, feed, save.intents, save.started_at, save.matcher)
+            counts = self._save_intents(
+                s, feed, save.intents, save.started_at, save.matcher, save.events
+            )
             feed.last_attempt_at = save.started_at
             feed.last_status = result.status
             feed.last_http_status = result.http_status
@@ -632,6 +676,7 @@ class Repository:
         intents: Sequence[EntryIntent],
         now: datetime,
         matcher: StoryMatcher | None = None,
+        events: EventDecider | None = None,
     ) -> PollCounts:
         rows: dict[str, EntryRow] = {}
         idents = [i.identity for i in intents]
@@ -653,7 +698,9 @@ class Repository:
                 row.last_seen_at = now
                 unchanged += 1
         s.flush()
-        new, merged = self._insert_entries(s, feed, fresh, now, matcher) if fresh else (0, 0)
+        new, merged = (
+            self._insert_entries(s, feed, fresh, now, matcher, events) if fresh else (0, 0)
+        )
         return PollCounts(new, updated, unchanged, merged)
 
     def _insert(self, s: Session, table: Any) -> Any:
@@ -672,6 +719,7 @@ class Repository:
         intents: Sequence[EntryIntent],
         now: datetime,
         matcher: StoryMatcher | None = None,
+        events: EventDecider | None = None,
     ) -> tuple[int, int]:
         """Insert new entries in bulk, each in the story it joins (``_stories_for``).
 
@@ -697,14 +745,28 @@ class Repository:
         for chunk in _chunks(values, 200):
             stmt = self._insert(s, entries).returning(entries.c.id, entries.c.identity)
             inserted.update({ident: eid for eid, ident in s.execute(stmt, chunk).all()})
+        # A copy joining a story an admin corrected carries the story's corrections.
+        fixes = tagging.story_corrections(
+            s, [story_ids[i.identity] for i in intents if i.identity in inserted]
+        )
         tags = [
             {"entry_id": inserted[i.identity], "topic": t.topic, "reason": t.reason}
             for i in intents
             if i.identity in inserted
-            for t in i.tags
+            for t in with_corrections(i.tags, fixes.get(story_ids[i.identity], {}))
         ]
         if tags:
             s.execute(self._insert(s, EntryTagRow.__table__), tags)
+        if fixes:
+            s.execute(
+                insert(TagCorrectionRow),
+                [
+                    {"entry_id": inserted[i.identity], "topic": t, "inside": v, "made_at": now}
+                    for i in intents
+                    if i.identity in inserted
+                    for t, v in fixes.get(story_ids[i.identity], {}).items()
+                ],
+            )
         neardup_store.save(
             s,
             [
@@ -713,6 +775,8 @@ class Repository:
                 if i.identity in inserted and i.fingerprint is not None
             ],
         )
+        if events is not None:
+            self._events_for(s, feed.id, intents, inserted, story_ids, started, events)
         retention.revive_stories(s, [story_ids[i] for i in inserted])
         # Stories that an entry of this poll joined are updated when it is newer: one
         # executemany for the poll, not one ORM statement per entry.
@@ -734,6 +798,40 @@ class Repository:
             )
         joined = {story_ids[ident] for ident in inserted} & started
         return len(inserted), len(inserted) - len(joined)
+
+    @staticmethod
+    def _events_for(
+        s: Session,
+        feed_id: int,
+        intents: Sequence[EntryIntent],
+        inserted: dict[str, int],
+        story_ids: dict[str, int],
+        started: set[int],
+        events: EventDecider,
+    ) -> None:
+        """Store the event signature of each new entry, and place each story this poll
+        started in the event of its best match (storage/events.py), or none."""
+        new = [i for i in intents if i.identity in inserted and i.fingerprint is not None]
+        if not new:
+            return
+        sigs = events.signatures([i.entry for i in new])
+        firsts: dict[int, tuple[int, EventSignature]] = {}
+        for intent, sig in zip(new, sigs, strict=True):
+            sid = story_ids[intent.identity]
+            if sid in started and sid not in firsts:
+                firsts[sid] = (inserted[intent.identity], sig)
+        if firsts:
+            events_store.lock(s)
+        # Stored first: this poll's own entries are candidates of its later stories.
+        events_store.save(
+            s, [(inserted[i.identity], sig) for i, sig in zip(new, sigs, strict=True)]
+        )
+        for sid, (_eid, sig) in firsts.items():
+            found = events_store.candidates(s, sig, events.window)
+            chosen = events.choose(sig, sid, feed_id, found)
+            if chosen is not None:
+                event_id, reason = chosen
+                events_store.place(s, sid, event_id, str(reason))
 
     def _stories_for(
         self,
@@ -848,7 +946,8 @@ class Repository:
         given = intent.entry.updated
         row.updated = given if not intent.entry.date_from_fetch and given > last_updated else now
         old = {t.topic: t for t in row.tags}
-        wanted = {t.topic: t.reason for t in intent.tags}
+        fixed = with_corrections(intent.tags, {c.topic: c.inside for c in row.corrections})
+        wanted = {t.topic: t.reason for t in fixed}
         for topic, tag in old.items():
             if topic not in wanted:
                 row.tags.remove(tag)
@@ -912,6 +1011,22 @@ class Repository:
         with self._reading() as s:
             return tagging.recent_entries(s, limit)
 
+    def correct_tags(self, entry_ids: Sequence[int], topic: str, inside: bool | None) -> int:
+        """Record (``inside`` True/False) or forget (None) an admin's correction of the
+        entries in ``topic``; the caller re-tags them (``replace_tags`` applies it)."""
+        with self._writing() as s:
+            return tagging.correct(s, entry_ids, topic, inside, datetime.now(UTC))
+
+    def tag_corrections(self, limit: int = 100) -> list[tagging.TagCorrection]:
+        """The latest corrections, newest first."""
+        with self._reading() as s:
+            return tagging.corrections(s, limit)
+
+    def corrected_entries(self, limit: int = 2000) -> list[tuple[ParsedEntry, Mapping[str, bool]]]:
+        """Corrected entries and their corrections (the classifier's learned examples)."""
+        with self._reading() as s:
+            return tagging.corrected_entries(s, limit)
+
     def replace_tags(self, changes: Sequence[tagging.TagChange]) -> set[str]:
         """Store re-computed tags in one transaction; returns the tag keys that changed.
 
@@ -958,6 +1073,16 @@ class Repository:
         with self._reading() as s:
             count, _seen, newest = s.execute(q).one()
             return int(count or 0), newest
+
+    def topic_activity(self, since: datetime) -> TopicActivity:
+        """Stories a day per topic since ``since``, and each topic's newest arrival."""
+        with self._reading() as s:
+            return activity.topic_activity(s, since)
+
+    def recent_polls(self, per_feed: int, since: datetime) -> dict[str, list[PollMark]]:
+        """Each feed URL's last ``per_feed`` polls since ``since``, oldest first (/admin)."""
+        with self._reading() as s:
+            return activity.recent_polls(s, per_feed, since)
 
     def topic_counts(self) -> dict[str, int]:
         """topic slug -> number of stories carrying it."""

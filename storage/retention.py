@@ -34,6 +34,7 @@ from .models import (
     EntryTagRow,
     FeedRow,
     StoryRow,
+    TagCorrectionRow,
 )
 
 
@@ -146,6 +147,7 @@ def _expire(s: Session, before: datetime, dry_run: bool) -> int:
     for chunk in _chunks(ids):
         # Children first: SQLite enforces no ON DELETE CASCADE unless told to.
         s.execute(delete(EntryTagRow).where(EntryTagRow.entry_id.in_(chunk)))
+        s.execute(delete(TagCorrectionRow).where(TagCorrectionRow.entry_id.in_(chunk)))
         s.execute(delete(EntrySignatureRow).where(EntrySignatureRow.entry_id.in_(chunk)))
         s.execute(delete(EntryRow).where(EntryRow.id.in_(chunk)))
     return len(ids)

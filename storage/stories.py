@@ -5,15 +5,21 @@ a :class:`~aggregator.filters.StoryQuery` names tag keys (``politics``, ``place:
 sources, languages, a time window and a text query. Pages are keyset pages over
 ``(published, id)`` newest first, so a page boundary stays where it was while new
 stories arrive: a reader walking ``next`` links sees every story once.
+
+At the ``events`` level (the default) an item is an event: its lead story, with the
+sources of every story of the event (storage/events.py); an event is selected when any
+of its stories is. At the ``copies`` level an item is one story.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select, text
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from aggregator.filters import Cursor, StoryPage, StoryQuery, TextQuery, TextTerm
 from aggregator.types import StoryItem
@@ -26,6 +32,9 @@ def story_page(s: Session, q: StoryQuery, to_item: Callable[[StoryRow], StoryIte
     conds = _conditions(s, q)
     if conds is None:
         return StoryPage([], None, None)
+    events = q.level == "events"
+    if events:
+        conds = [*conds, StoryRow.event_id.is_(None)]
     # Stories whose every entry retention pruned are kept (uid, URL) but not published.
     stmt = select(StoryRow).where(StoryRow.pruned.is_(False), *conds)
     newer_first = q.before is None
@@ -66,31 +75,87 @@ def story_page(s: Session, q: StoryQuery, to_item: Callable[[StoryRow], StoryIte
     else:
         next_ = keys[-1] if keys else None
         prev = keys[0] if more and keys else None
-    return StoryPage([to_item(r) for r in rows], next_, prev)
+    if not events:
+        return StoryPage([to_item(r) for r in rows], next_, prev)
+    return StoryPage(_event_items(s, rows, to_item), next_, prev)
+
+
+def _event_items(
+    s: Session, leads: Sequence[StoryRow], to_item: Callable[[StoryRow], StoryItem]
+) -> list[StoryItem]:
+    """Each lead story as its event's item: every outlet's story named and linked."""
+    members: dict[int, list[StoryRow]] = {}
+    ids = [r.id for r in leads]
+    if ids:
+        q = (
+            select(StoryRow)
+            .where(StoryRow.event_id.in_(ids), StoryRow.pruned.is_(False))
+            .order_by(StoryRow.published, StoryRow.id)
+            .options(
+                selectinload(StoryRow.entries).selectinload(EntryRow.tags),
+                selectinload(StoryRow.entries).selectinload(EntryRow.feed),
+            )
+        )
+        for row in s.scalars(q):
+            members.setdefault(row.event_id or 0, []).append(row)
+    out = []
+    for lead in leads:
+        item = to_item(lead)
+        others = [to_item(m) for m in members.get(lead.id, [])]
+        if others:
+            sources = list(item.sources)
+            for o in others:
+                sources.extend(src for src in o.sources if src not in sources)
+            item = replace(
+                item,
+                updated=max([item.updated, *(o.updated for o in others)]),
+                topics=tuple(dict.fromkeys([*item.topics, *(t for o in others for t in o.topics)])),
+                categories=tuple(
+                    dict.fromkeys([*item.categories, *(c for o in others for c in o.categories)])
+                ),
+                sources=tuple(sources),
+            )
+        out.append(item)
+    return out
 
 
 def _conditions(s: Session, q: StoryQuery) -> list[ColumnElement[bool]] | None:
-    """WHERE clauses on stories for ``q``; None when nothing can match."""
+    """WHERE clauses on stories for ``q``; None when nothing can match.
+
+    At the events level an event is selected by what any of its stories has: each set of
+    story ids becomes the set of their events' leads.
+    """
+    member = aliased(StoryRow)
+
+    def ids(sub: Select[Any]) -> Select[Any]:
+        if q.level != "events":
+            return sub
+        return select(func.coalesce(member.event_id, member.id)).where(member.id.in_(sub))
+
+    def within(sub: Select[Any]) -> ColumnElement[bool]:
+        return StoryRow.id.in_(ids(sub))
+
+    def outside(sub: Select[Any]) -> ColumnElement[bool]:
+        return StoryRow.id.not_in(ids(sub))
+
     conds: list[ColumnElement[bool]] = []
     for key in q.all_of:
-        conds.append(StoryRow.id.in_(_tagged((key,))))
+        conds.append(within(_tagged((key,))))
     if q.any_of:
-        conds.append(StoryRow.id.in_(_tagged(q.any_of)))
+        conds.append(within(_tagged(q.any_of)))
     if q.none_of:
-        conds.append(StoryRow.id.not_in(_tagged(q.none_of)))
+        conds.append(outside(_tagged(q.none_of)))
     if q.feed_urls or q.hosts:
         feed_ids = _source_feed_ids(s, q.feed_urls, q.hosts)
         if not feed_ids:
             return None
-        conds.append(
-            StoryRow.id.in_(select(EntryRow.story_id).where(EntryRow.feed_id.in_(feed_ids)))
-        )
+        conds.append(within(select(EntryRow.story_id).where(EntryRow.feed_id.in_(feed_ids))))
     if q.langs:
         # The language detected from the entry's words; the feed's declared one if unknown.
         language = func.coalesce(EntryRow.language, FeedRow.language)
         lang = or_(*(or_(language == tag, language.like(tag + "-%")) for tag in q.langs))
         conds.append(
-            StoryRow.id.in_(
+            within(
                 select(EntryRow.story_id).join(FeedRow, EntryRow.feed_id == FeedRow.id).where(lang)
             )
         )
@@ -99,7 +164,7 @@ def _conditions(s: Session, q: StoryQuery) -> list[ColumnElement[bool]] | None:
     if q.until is not None:
         conds.append(StoryRow.published < q.until)
     if q.text is not None:
-        conds.append(StoryRow.id.in_(_text_match(s, q.text)))
+        conds.append(within(_text_match(s, q.text)))
     return conds
 
 

@@ -6,15 +6,23 @@ Used through ``storage.repository.Repository`` (``stored_entries``, ``entry_batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from aggregator.types import Enclosure, FeedContext, ParsedEntry, StoredEntry, TopicTag
+from aggregator.types import (
+    Enclosure,
+    FeedContext,
+    ParsedEntry,
+    StoredEntry,
+    TopicTag,
+    with_corrections,
+)
 
-from .models import EntryRow, EntryTagRow, StoryRow
+from .models import EntryRow, EntryTagRow, StoryRow, TagCorrectionRow
 
 
 class TagChange(NamedTuple):
@@ -54,11 +62,17 @@ def _stored(row: EntryRow) -> StoredEntry:
         tags=tuple(TopicTag(t.topic, t.reason) for t in sorted(row.tags, key=lambda t: t.topic)),
         content_hash=row.content_hash,
         story_uid=row.story.uid,
+        corrections={c.topic: c.inside for c in row.corrections},
     )
 
 
-# What a StoredEntry needs besides the entry row, in three IN queries per batch.
-_LOAD = (selectinload(EntryRow.tags), selectinload(EntryRow.feed), selectinload(EntryRow.story))
+# What a StoredEntry needs besides the entry row, in four IN queries per batch.
+_LOAD = (
+    selectinload(EntryRow.tags),
+    selectinload(EntryRow.feed),
+    selectinload(EntryRow.story),
+    selectinload(EntryRow.corrections),
+)
 
 
 def stored_entries(s: Session, ids: Sequence[int]) -> list[StoredEntry]:
@@ -103,7 +117,11 @@ def replace_tags(s: Session, changes: Sequence[TagChange]) -> set[str]:
     if not changes:
         return set()
     by_id = {c.entry_id: c for c in changes}
-    q = select(EntryRow).where(EntryRow.id.in_(list(by_id))).options(selectinload(EntryRow.tags))
+    q = (
+        select(EntryRow)
+        .where(EntryRow.id.in_(list(by_id)))
+        .options(selectinload(EntryRow.tags), selectinload(EntryRow.corrections))
+    )
     changed: set[str] = set()
     drop: list[int] = []
     add: list[dict[str, object]] = []
@@ -112,7 +130,8 @@ def replace_tags(s: Session, changes: Sequence[TagChange]) -> set[str]:
         if row.content_hash != c.content_hash:
             continue
         old = {t.topic: t for t in row.tags if c.keep is None or t.topic in c.keep}
-        wanted = {t.topic: t.reason for t in c.tags if c.keep is None or t.topic in c.keep}
+        fixed = with_corrections(c.tags, {x.topic: x.inside for x in row.corrections}, c.keep)
+        wanted = {t.topic: t.reason for t in fixed if c.keep is None or t.topic in c.keep}
         for topic, tag in old.items():
             if topic not in wanted:
                 drop.append(tag.id)
@@ -133,3 +152,104 @@ def replace_tags(s: Session, changes: Sequence[TagChange]) -> set[str]:
     if add:
         s.execute(insert(EntryTagRow), add)
     return changed
+
+
+# -- admins' corrections ------------------------------------------------------------------
+
+
+class TagCorrection(NamedTuple):
+    entry_id: int
+    topic: str
+    inside: bool
+    made_at: datetime
+    title: str
+    story_uid: str
+
+
+def correct(
+    s: Session, entry_ids: Sequence[int], topic: str, inside: bool | None, now: datetime
+) -> int:
+    """Record that the entries are (``inside``) or are not in ``topic``; None forgets it.
+
+    Returns how many entries' corrections changed. The stored tags follow when the caller
+    re-tags the entries (``replace_tags`` applies every correction).
+    """
+    ids = sorted(set(entry_ids))
+    if not ids:
+        return 0
+    q = select(TagCorrectionRow).where(
+        TagCorrectionRow.entry_id.in_(ids), TagCorrectionRow.topic == topic
+    )
+    have = {c.entry_id: c for c in s.scalars(q)}
+    changed = 0
+    for eid in ids:
+        row = have.get(eid)
+        if inside is None:
+            if row is not None:
+                s.delete(row)
+                changed += 1
+        elif row is None:
+            s.add(TagCorrectionRow(entry_id=eid, topic=topic, inside=inside, made_at=now))
+            changed += 1
+        elif row.inside != inside:
+            row.inside, row.made_at = inside, now
+            changed += 1
+    s.flush()
+    return changed
+
+
+def story_corrections(s: Session, story_ids: Sequence[int]) -> dict[int, dict[str, bool]]:
+    """story id -> topic -> in, from the corrections of the stories' entries.
+
+    A copy that joins a corrected story later carries the story's corrections: the topic
+    feed publishes the story, so "not in politics" holds for every copy of it.
+    """
+    if not story_ids:
+        return {}
+    q = (
+        select(EntryRow.story_id, TagCorrectionRow.topic, TagCorrectionRow.inside)
+        .join(EntryRow, EntryRow.id == TagCorrectionRow.entry_id)
+        .where(EntryRow.story_id.in_(sorted(set(story_ids))))
+        .order_by(TagCorrectionRow.made_at, TagCorrectionRow.id)
+    )
+    out: dict[int, dict[str, bool]] = {}
+    for sid, topic, inside in s.execute(q):
+        out.setdefault(sid, {})[topic] = inside  # the latest one wins
+    return out
+
+
+def corrections(s: Session, limit: int) -> list[TagCorrection]:
+    """The ``limit`` latest corrections, newest first, with their entries' titles."""
+    q = (
+        select(TagCorrectionRow, EntryRow.title, StoryRow.uid)
+        .join(EntryRow, EntryRow.id == TagCorrectionRow.entry_id)
+        .join(StoryRow, StoryRow.id == EntryRow.story_id)
+        .order_by(TagCorrectionRow.made_at.desc(), TagCorrectionRow.id.desc())
+        .limit(limit)
+    )
+    return [
+        TagCorrection(c.entry_id, c.topic, c.inside, c.made_at, title, uid)
+        for c, title, uid in s.execute(q)
+    ]
+
+
+def corrected_entries(s: Session, limit: int) -> list[tuple[ParsedEntry, Mapping[str, bool]]]:
+    """Entries admins corrected, with their corrections, oldest correction first: what the
+    classifier learns from (tombstones have no text left and are left out)."""
+    latest = (
+        select(TagCorrectionRow.entry_id)
+        .group_by(TagCorrectionRow.entry_id)
+        .order_by(TagCorrectionRow.entry_id.desc())
+        .limit(limit)
+    )
+    q = (
+        select(EntryRow)
+        .where(EntryRow.id.in_(latest), EntryRow.pruned_at.is_(None))
+        .options(*_LOAD)
+        .order_by(EntryRow.id)
+    )
+    out = []
+    for row in s.scalars(q):
+        stored = _stored(row)
+        out.append((stored.entry, stored.corrections))
+    return out

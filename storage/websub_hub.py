@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from sqlalchemy import (
     ColumnElement,
@@ -146,6 +147,19 @@ class HubStore:
                 for r in s.scalars(q.order_by(SubscriptionRow.id))
             ]
 
+    def callbacks_on_host(self, host: str, now: datetime) -> set[tuple[str, str]]:
+        """(topic, callback) of the live subscriptions whose callback is on ``host``."""
+        q = select(SubscriptionRow.topic, SubscriptionRow.callback).where(
+            SubscriptionRow.expires_at > now,
+            SubscriptionRow.callback.like(f"%{host}%"),
+        )
+        with self._repo._reading() as s:
+            return {
+                (t, c)
+                for t, c in s.execute(q).all()
+                if (urlsplit(c).hostname or "").lower() == host
+            }
+
     def topics(self, now: datetime) -> dict[str, str | None]:
         """Topic URLs with live subscriptions -> the ETag last pushed (None: never seen)."""
         with self._repo._reading() as s:
@@ -191,6 +205,27 @@ class HubStore:
                     SubscriptionRow.topic == topic, SubscriptionRow.expires_at > now
                 )
             ).all()
+            # One waiting delivery per subscriber: a newer content replaces the body of one
+            # not yet sent (keeping its attempts and backoff), so a subscriber that is down
+            # holds one copy of the feed, not one per change. One being sent is left alone.
+            waiting = set(
+                s.scalars(
+                    select(DeliveryRow.subscription_id).where(
+                        DeliveryRow.subscription_id.in_(subs),
+                        or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+                    )
+                ).all()
+            )
+            if waiting:
+                s.execute(
+                    update(DeliveryRow)
+                    .where(
+                        DeliveryRow.subscription_id.in_(waiting),
+                        or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+                    )
+                    .values(content_type=content_type, link=link, body=body, lease_until=None)
+                    .execution_options(synchronize_session=False)
+                )
             s.add_all(
                 DeliveryRow(
                     subscription_id=sid,
@@ -202,6 +237,7 @@ class HubStore:
                     created_at=now,
                 )
                 for sid in subs
+                if sid not in waiting
             )
             return len(subs)
 

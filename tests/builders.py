@@ -92,7 +92,8 @@ def config_yaml(
 
     The SSRF guard is off: every test server is on 127.0.0.1 (``polling`` overrides).
     Bodies are parsed in a thread: starting parser processes would cost every test a
-    second or two; test_parsepool.py runs them.
+    second or two; test_parsepool.py runs them. The topics' classifiers are off: these
+    tests are about rules, storage and serving; test_classify.py runs the model.
     """
     shipped = YAML(typ="safe").load((ROOT / "feeds.yaml").read_text())
     doc = {
@@ -101,6 +102,7 @@ def config_yaml(
         "feeds": feeds,
         "topics": shipped["topics"],
         "category_synonyms": shipped.get("category_synonyms", {}),
+        "tagging": {"classifier": False},
     }
     out = io.StringIO()
     YAML(typ="safe", pure=True).dump(doc, out)

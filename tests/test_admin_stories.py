@@ -168,6 +168,43 @@ def test_cli_lists_the_largest_stories_and_splits_one(
     assert "3 stories" in r.stdout and f"split from {peru.uid}" in r.stdout
 
 
+def test_cli_joins_two_events_explains_and_splits_one_off(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    db = f"sqlite:///{tmp_path / 'agg.db'}"
+    agg = make(tmp_path, db, serve_all(feed_server, now=datetime.now(UTC)))
+    try:
+        poll(agg)
+        [peru, chile] = agg.repo.story_clusters(datetime.now(UTC) - timedelta(days=1))
+        assert len({uid for _, uid in agg.repo.entry_events()}) == 2  # two quakes, two events
+    finally:
+        agg.close()
+
+    r = run("stories", "join", peru.uid, "urn:aggregator:story:" + chile.uid, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = run("stories", "join", peru.uid, chile.uid, cwd=tmp_path)
+    assert again.returncode == 1 and "one event already" in again.stderr
+    r = run("stories", "explain", chile.uid, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert peru.uid in r.stdout and chile.uid in r.stdout
+    assert "joined by an admin" in r.stdout and "lead" in r.stdout
+    lead = peru.uid if peru.published <= chile.published else chile.uid
+    other = chile.uid if lead == peru.uid else peru.uid
+
+    r = run("stories", "split", other, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"left event {lead}" in r.stdout
+    alone = run("stories", "split", other, cwd=tmp_path)
+    assert alone.returncode == 1 and "an event of its own" in alone.stderr
+    # Polled again: the correction stays.
+    agg = make(tmp_path, db, serve_all(feed_server, now=datetime.now(UTC)))
+    try:
+        poll(agg)
+        assert len({uid for _, uid in agg.repo.entry_events()}) == 2
+    finally:
+        agg.close()
+
+
 def test_the_admin_story_routes_are_described_in_openapi(tmp_path: Path) -> None:
     from starlette.routing import Route
 

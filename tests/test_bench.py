@@ -52,6 +52,22 @@ ROOT = Path(__file__).resolve().parent.parent
                 "peak memory",
             ],
         ),
+        (
+            "peer.py",
+            ["--feeds", "6", "--hosts", "2", "--items", "3", "--concurrency", "4"]
+            + ["--workers", "1", "--reader-workers", "2", "--stored", "6", "--pairs", "2"],
+            [
+                "bare httpx       304",
+                "bare feedparser",
+                "first fetch",
+                "all-304",
+                "2 new items a feed",
+                "to bare httpx 304",
+                "peak memory aggregator",
+                "peak memory reader",
+                "load ",
+            ],
+        ),
         ("tag_eval.py", ["--modes", "rules", "--limit", "40"], ["macro-F1 rules:"]),
         (
             "soak.py",

@@ -1,9 +1,8 @@
-"""The semantic classifier: offline model, per-topic threshold, exclude, switch off."""
+"""The semantic classifier: offline model, learned calibrated heads, exclude, switch off."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,8 +11,9 @@ from builders import Item, rss
 from conftest import FeedServer
 from test_dedup import entry
 
-from aggregator.classify import classifier_unavailable, load_model
+from aggregator.classify import classifier_unavailable
 from aggregator.config import parse_config
+from aggregator.embed import shared_embedder
 from aggregator.filters import StoryQuery
 from aggregator.service import Aggregator
 from aggregator.tag import Tagger
@@ -45,10 +45,11 @@ topics:
 
 def test_model_loads_from_the_package_offline() -> None:
     assert classifier_unavailable() is None
-    model = load_model()
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    vectors = model.encode(["a test sentence"], normalize_embeddings=True)
-    assert vectors.shape == (1, 384)
+    embedder = shared_embedder()
+    assert embedder is not None
+    vectors = embedder.encode(["a test sentence", "una frase de prueba"])
+    assert vectors.shape == (2, 384)
+    assert abs(float((vectors[0] ** 2).sum()) - 1.0) < 1e-4
 
 
 def test_classifier_tags_what_no_rule_names_with_its_score() -> None:

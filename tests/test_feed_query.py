@@ -43,8 +43,8 @@ def two_sites(
     # Both sites carry the same 12 texts under their own links: here they stay 24 items
     # (these tests count and page items; test_stories.py covers near-duplicate merging).
     path.write_text(
-        config_yaml(feeds, database_url=db_url)
-        + "tagging:\n  detect_language: false\n"
+        config_yaml(feeds, database_url=db_url).replace("tagging: {classifier: false}\n", "")
+        + "tagging:\n  classifier: false\n  detect_language: false\n"
         + "dedup:\n  near_duplicates: false\n"
     )
     agg = Aggregator.from_file(path)

@@ -78,7 +78,7 @@ def test_topics_added_and_updated_like_the_others(path: Path) -> None:
     topic = {"name": "Climate", "slug": "climate", "rules": {"keywords": ["climate", "emissions"]}}
     ff.edit(path, lambda d: ff.add_topic(d, topic))
     text = path.read_text()
-    assert "        - striker\n\n  - name: Colombia\n" in text  # spacing between topics kept
+    assert "peace talks\n\n  - name: Colombia\n" in text  # spacing between topics kept
     assert (
         "]\n\n  - name: Climate\n    slug: climate\n    rules:\n"
         "      keywords: [climate, emissions]\n\ncategory_synonyms:\n"

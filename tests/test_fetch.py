@@ -575,6 +575,14 @@ def test_guard_checks_every_redirect_hop(tmp_path: Path) -> None:
         ("240.0.0.1", "private"),
         ("93.184.215.14", None),
         ("2606:4700::1111", None),
+        # Issue 22.12: 6to4 and site-local got through.
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::1", "link-local"),  # 6to4 of 169.254.169.254
+        ("2002:c0a8:1::", "private"),  # 6to4 of 192.168.0.1
+        ("2002:5db8:d70e::", None),  # 6to4 of a public address
+        ("fec0::1", "site-local"),
+        ("fed0:1234::5", "site-local"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "private"),  # Teredo
     ],
 )
 def test_address_classes(address: str, why: str | None) -> None:

@@ -264,3 +264,148 @@ def test_parse_request_clamps_leases_and_checks_secrets() -> None:
         hub.parse_request({**form, "hub.secret": "x" * 200}, ours)
     with pytest.raises(hub.HubError, match="not a feed of this hub: gone"):
         hub.parse_request(form, lambda url: "gone")
+
+
+class EndlessCallback:
+    """A hostile callback: answers verification with an endless body, fast or one byte at a
+    time; counts what it managed to send before the hub hung up (at most ``limit`` bytes)."""
+
+    def __init__(self, trickle: bool, limit: int = 128 * 1024 * 1024) -> None:
+        self.sent = 0
+        self.hung_up = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                chunk = b"x" if trickle else b"x" * 65536
+                deadline = time.monotonic() + 60
+                try:
+                    while owner.sent < limit and time.monotonic() < deadline:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        owner.sent += len(chunk)
+                        if trickle:
+                            time.sleep(0.1)
+                except OSError:
+                    owner.hung_up.set()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/cb"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["flood", "trickle"])
+def test_a_callback_answer_is_read_bounded_in_size_and_time(config: Path, trickle: bool) -> None:
+    """Issue 22.5: a callback streaming 600 MB took the web process from 254 to 791 MB."""
+    agg = Aggregator.from_file(config)
+    callback = EndlessCallback(trickle)
+    try:
+        app = create_app(agg, poll=False)
+        app.state.hub.timeout = 2.0
+        with live_server(agg, app=app) as base:
+            r = httpx.post(
+                f"{base}/websub/hub",
+                data={
+                    "hub.mode": "subscribe",
+                    "hub.topic": f"{base}/topics/world.atom",
+                    "hub.callback": callback.url,
+                },
+            )
+            assert r.status_code == 202
+            started = time.monotonic()
+            assert callback.hung_up.wait(15), f"still reading after {callback.sent} bytes"
+            assert time.monotonic() - started < 8
+            # Socket buffers hold a few MB at most; the answer itself is cut at 4 KB.
+            assert callback.sent < 16 * 1024 * 1024
+            assert HubStore(agg.repo).subscriptions(datetime.now(UTC)) == []
+    finally:
+        callback.close()
+        agg.close()
+
+
+def test_subscriptions_are_limited_per_client_and_per_callback_host(
+    config: Path, subscriber: Subscriber
+) -> None:
+    """Issue 22.6: one client made 300 verified subscriptions to one host in 3.6 s."""
+    agg = Aggregator.from_file(config)
+    try:
+        app = create_app(agg, poll=False)
+        websub: hub.Hub = app.state.hub
+        with live_server(agg, app=app) as base:
+            topic = f"{base}/topics/world.atom"
+
+            def subscribe(i: int) -> httpx.Response:
+                seen = len(subscriber.verifications)
+                r = httpx.post(
+                    f"{base}/websub/hub",
+                    data={
+                        "hub.mode": "subscribe",
+                        "hub.topic": topic,
+                        "hub.callback": f"{subscriber.url}&n={i}",
+                    },
+                )
+                if r.status_code == 202:
+                    wait_for(lambda: len(subscriber.verifications) > seen)
+                return r
+
+            # One client address: 30 requests in ten minutes, then 429 with Retry-After.
+            answers = [subscribe(i) for i in range(35)]
+            assert [r.status_code for r in answers] == [202] * hub.CLIENT_REQUESTS + [429] * 5
+            assert "Retry-After" in answers[-1].headers
+            assert "subscription requests from 127.0.0.1" in answers[-1].text
+            store = HubStore(agg.repo)
+            wait_for(lambda: len(store.subscriptions(datetime.now(UTC))) == 30)
+
+            # One callback host, whoever asks: 50 live subscriptions; renewals still pass.
+            websub.clients.limit = 1000
+            answers = [subscribe(i) for i in range(30, 60)]
+            codes = [r.status_code for r in answers]
+            assert codes == [202] * 20 + [429] * 10, codes
+            assert "callback host 127.0.0.1 has 50 subscriptions" in answers[-1].text
+            wait_for(lambda: len(store.subscriptions(datetime.now(UTC))) == 50)
+            assert subscribe(3).status_code == 202  # a renewal
+            assert len(store.subscriptions(datetime.now(UTC))) == 50
+    finally:
+        agg.close()
+
+
+def test_deliveries_waiting_for_one_subscriber_are_coalesced(config: Path) -> None:
+    """Issue 22.6: each change queued one more full copy per subscriber (3,841 in 20 s)."""
+    agg = Aggregator.from_file(config)
+    try:
+        store = HubStore(agg.repo)
+        now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+        topic = "http://agg.test/topics/world.atom"
+        for n in range(3):
+            store.subscribe(topic, f"http://down.test/cb{n}", None, timedelta(days=1), now)
+        store.remember_topic(topic, '"v0"', now)
+        for v in range(1, 6):
+            body = f"<feed>version {v}</feed>".encode()
+            queued = store.publish(
+                topic, f'"v{v - 1}"', f'"v{v}"', "application/atom+xml", body, now
+            )
+            assert queued == 3
+        assert len(store.pending()) == 3  # one per subscriber, not one per change
+        claimed = store.claim(now, timedelta(minutes=2), 10)
+        assert {d.body for d in claimed} == {b"<feed>version 5</feed>"}
+        # While one is being sent, the next change waits beside it, and only one does.
+        store.publish(topic, '"v5"', '"v6"', "application/atom+xml", b"<feed>6</feed>", now)
+        store.publish(topic, '"v6"', '"v7"', "application/atom+xml", b"<feed>7</feed>", now)
+        assert len(store.pending()) == 6
+        # A failed one keeps its backoff when newer content replaces its body.
+        store.failed(claimed[0].id, "HTTP 500", now + timedelta(minutes=5))
+        store.publish(topic, '"v7"', '"v8"', "application/atom+xml", b"<feed>8</feed>", now)
+        assert len(store.pending()) == 6
+        assert (claimed[0].callback, 1, "HTTP 500") in store.pending()
+    finally:
+        agg.close()

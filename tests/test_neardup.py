@@ -290,6 +290,30 @@ def test_an_archive_date_is_looked_up_in_the_store_not_the_index(db_url: str) ->
     assert held == recent and len(held) < len(stored)
 
 
+def test_an_index_built_on_an_empty_store_takes_its_horizon_from_its_first_entries(
+    db_url: str,
+) -> None:
+    """A first fetch starts on an empty store, which has no newest entry to count the
+    horizon from. The entries the index reads first set it, as a rebuild would: a first
+    fetch of items a month old is looked up in memory, not in a read of the store's
+    signatures on every poll (until the hourly rebuild)."""
+    window = Matcher().window
+    old = datetime.now(UTC) - timedelta(days=30)
+    repo = open_repository(db_url)
+    index = _index(db_url)
+    try:
+        with repo._reading() as s:
+            assert index.candidates_many(s, [fp(*PERU_REWRITE, published=old)], window) == [[]]
+        run(db_url, _copies(3, old), dedup.DEFAULT_POLICY)
+        with repo._reading() as s:
+            [found] = index.candidates_many(s, [fp(*PERU_REWRITE, published=old)], window)
+            held = set(index._keys.ids)
+    finally:
+        repo.close()
+    assert len(found) == 3
+    assert held == {c.entry_id for c in found}
+
+
 def test_items_dated_at_the_ends_of_the_calendar_are_matched_not_crashed_on(
     db_url: str,
 ) -> None:

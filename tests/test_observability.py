@@ -138,7 +138,7 @@ def test_metrics_from_other_processes_in_multiprocess_mode(
         timeout=120,
         env=env,
     )
-    assert r.returncode == 0, r.stderr
+    assert r.returncode in (0, 1), r.stderr  # 1: a feed failed (issue 22.13)
     assert list(shared.glob("counter_*.db")), "the poller wrote no metric files"
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
     (tmp_path / "web").mkdir()
@@ -191,7 +191,7 @@ def test_route_labels_are_templates_not_urls() -> None:
 
 POLL_LINE = re.compile(
     r"^(?P<kind>poll|push) feed=(?P<feed>\S+) status=(?P<status>ok|not_modified|error) "
-    r"http=(?P<http>\d+|None) new=\d+ updated=\d+ unchanged=\d+ merged=\d+ ms=\d+"
+    r"http=(?P<http>\d+|None) new=\d+ updated=\d+ unchanged=\d+ merged=\d+ ms=\d+ tag_ms=\d+"
     r"(?: error='.*')?$"
 )
 
@@ -287,7 +287,7 @@ def test_no_secret_in_the_logs_of_a_real_run(tmp_path: Path, feed_server: FeedSe
         timeout=120,
         env=env,
     )
-    assert polled.returncode == 0, polled.stderr
+    assert polled.returncode in (0, 1), polled.stderr  # 1: a feed failed (22.13)
     assert polled.stderr.count(" poll feed=") == 3, polled.stderr
 
     web = subprocess.Popen(

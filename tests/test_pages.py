@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -133,6 +135,100 @@ def test_everything_from_feeds_is_escaped(hostile: Aggregator) -> None:
     Page(r.text)
     assert "<script" not in r.text and "<img" not in r.text and "onerror=alert" not in r.text
     assert "javascript:" not in r.text
-    # Markup in a title is dropped, not shown (sanitize.py); the rest is escaped.
-    assert "alert(&#x27;title&#x27;)" not in r.text
-    assert "Markets &amp; &quot;quotes&quot;" in r.text
+    # A plain-text title that reads like markup is shown as those words, escaped (issue 22.7).
+    assert (
+        "&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt; Markets &amp; &quot;quotes&quot;"
+        in r.text
+    )
+
+
+@pytest.fixture
+def recent(tmp_path: Path, db_url: str, feed_server: FeedServer) -> Iterator[Aggregator]:
+    """A world feed with a dozen stories over the last eleven days."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    items = [
+        Item(
+            title=f"{'Ceasefire talks resume in Geneva' if i % 2 else 'Aid convoy reaches Nairobi'}"
+            f" as envoys meet, day {i}",
+            link=f"https://world.example.org/2026/envoys-{i}",
+            guid=f"envoys-{i}",
+            description="Diplomats from both sides met for a second round of talks.",
+            categories=["World"],
+            published=now - timedelta(days=max(i - 1, 0), hours=1),
+        )
+        for i in range(12)
+    ]
+    url = feed_server.serve("/world.rss", rss(items, title="World Desk"))
+    a = make_agg(tmp_path, db_url, [{"url": url, "tags": ["world"]}])
+    poll_all(a)
+    yield a
+    a.close()
+
+
+def test_topic_page_pages_with_rel_next_and_shows_topic_names(recent: Aggregator) -> None:
+    seen: list[str] = []
+    path = "/topics/world?limit=5"
+    for expected in (5, 5, 2):
+        r = get(recent, path)
+        assert r.status_code == 200, r.text
+        page = Page(r.text)
+        titles = re.findall(r'<h3><a href="[^"]+">([^<]+)</a></h3>', r.text)
+        assert len(titles) == expected and not set(titles) & set(seen)
+        seen += titles
+        nexts = [a["href"] for a in page.anchors if a.get("rel") == "next"]
+        heads = [link["href"] for link in page.links if link.get("rel") == "next"]
+        assert nexts == heads
+        if expected == 2:
+            assert nexts == []
+            break
+        assert nexts and "limit=5" in nexts[0] and "after=" in nexts[0]
+        path = nexts[0].replace("http://agg.test", "")
+    assert any(a.get("rel") == "prev" for a in page.anchors)
+    assert len(seen) == 12
+    # Tags show topic names ("World"), linking to their slugs.
+    assert re.search(r'<a href="http://agg.test/topics/world">World</a>', r.text)
+    assert ">world</a>" not in r.text
+
+
+def test_topic_page_filters_like_the_feeds(recent: Aggregator) -> None:
+    r = get(recent, "/topics/world?q=Nairobi&source=&lang=&since=30d&topics=")
+    assert r.status_code == 200, r.text
+    titles = re.findall(r'<h3><a href="[^"]+">([^<]+)</a></h3>', r.text)
+    assert len(titles) == 6 and all("Nairobi" in t for t in titles)
+    assert 'name="q" size="20" value="Nairobi"' in r.text
+    assert '<option value="30d" selected>' in r.text
+    assert "Stories (filtered)" in r.text
+    none = get(recent, "/topics/world?source=elsewhere.example")
+    assert "No stories match these filters." in none.text
+    assert get(recent, "/topics/world?since=tomorrowish").status_code == 400
+
+
+def test_topic_page_charts_30_days_with_a_text_alternative(recent: Aggregator) -> None:
+    r = get(recent, "/topics/world")
+    chart = re.search(r'<svg class="chart".*?</svg>', r.text, re.S)
+    assert chart and 'role="img"' in chart[0] and chart[0].count("<rect") == 30
+    desc = re.search(r'<desc id="volume-d">([^<]+)</desc>', chart[0])
+    assert desc and desc[1].startswith("12 stories in the last 30 days, 0.4 a day on average")
+    assert "(2 stories)" in desc[1]  # the two stories of the newest day
+    assert f"<figcaption>{desc[1]}</figcaption>" in r.text
+    assert "updated <time" in r.text
+
+
+def test_home_shows_last_update_and_a_sparkline(recent: Aggregator) -> None:
+    r = get(recent, "/")
+    world = re.search(r'<li id="world">.*?</li>', r.text, re.S)
+    assert world and "12 stories · updated <time" in world[0]
+    newest = recent.repo.topic_activity(datetime.now(UTC) - timedelta(days=1)).last_update["world"]
+    assert f'<time datetime="{newest.isoformat()}">{newest:%d %b %Y, %H:%M} UTC</time>' in world[0]
+    spark = re.search(r'<svg class="spark"[^>]*aria-label="([^"]+)"', world[0])
+    assert spark and spark[1].startswith("World: 12 stories in the last 30 days")
+    sport = re.search(r'<li id="sport">.*?</li>', r.text, re.S)
+    assert sport and "never updated" in sport[0]
+    assert 'aria-label="Sport: No stories in the last 30 days."' in sport[0]
+
+
+def test_place_codes_in_either_case(agg: Aggregator) -> None:  # noqa: F811
+    lower, upper = get(agg, "/places/co.json"), get(agg, "/places/CO.json")
+    assert upper.status_code == 200 and upper.content == lower.content
+    assert get(agg, "/places/Co.atom").status_code == 200
+    assert get(agg, "/places/zz.json").status_code == 404

@@ -102,7 +102,7 @@ def test_topic_list_subscribe_links_and_topic_page(
             assert first.find_element(By.TAG_NAME, "time").get_attribute("datetime")
             assert " · from " in first.find_element(By.CSS_SELECTOR, "p.meta").text
             tags = [a.text for a in first.find_elements(By.CSS_SELECTOR, "p.tags a")]
-            assert "foreign-relations" in tags
+            assert "Foreign relations" in tags  # names, not slugs
             page_alternates = chromium.find_elements(By.CSS_SELECTOR, 'link[rel="alternate"]')
             assert {a.get_attribute("href") for a in page_alternates} == set(
                 listed["foreign-relations"]["feeds"].values()

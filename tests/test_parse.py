@@ -599,3 +599,122 @@ def test_arbitrary_bytes_give_a_feed_or_parse_error(body: bytes, ctype: str) -> 
     for entry in feed.entries:
         assert isinstance(entry, ParsedEntry)
         assert entry.published.tzinfo is not None
+
+
+WRONG_PROLOG = (
+    '<?xml version="1.0" encoding="windows-1252"?>\n<rss version="2.0"><channel>'
+    "<title>Exchange rates</title><link>https://rates.example.com/</link>"
+    "<item><title>Euro €</title><guid>rates-1</guid>"
+    "<description>The euro (€) closed at 1.08 dollars; the yen at ¥157.</description></item>"
+    "</channel></rss>"
+)
+
+# Headlines as national news sites write them, each in its legacy encoding, undeclared.
+UNDECLARED = {
+    "euc_jp": (
+        "東京で記録的な大雨、鉄道各線で運転見合わせ。気象庁は警報を発表し、住民に避難を呼びかけた。"
+    ),
+    "shift_jis": (
+        "東京で記録的な大雨、鉄道各線で運転見合わせ。気象庁は警報を発表し、住民に避難を呼びかけた。"
+    ),
+    "euc_kr": (
+        "서울에 기록적인 폭우가 내려 지하철 운행이 중단"
+        "되었습니다. 기상청은 호우 경보를 발령했습니다."
+    ),
+    "gb2312": ("北京市今天发布暴雨红色预警，地铁部分线路停运，市民被要求减少外出。"),
+    "koi8_r": (
+        "В Москве прошёл сильный ливень, движение транспорта нарушено, метро работает с задержками."
+    ),
+    "tis_620": ("ฝนตกหนักในกรุงเทพมหานคร การจราจรติดขัดอย่างหนัก กรมอุตุนิยมวิทยาเตือนให้ระวังน้ำท่วม"),
+}
+
+
+def test_utf8_bytes_under_a_wrong_declaration_are_read_as_utf8() -> None:
+    """Issue 22.9: miniflux's windows-1252-incorrect-prolog.xml gave 'Euro â‚¬'."""
+    for ctype in ("application/rss+xml", "text/xml; charset=windows-1252"):
+        feed = parse_str(WRONG_PROLOG.encode("utf-8"), ctype)
+        (entry,) = feed.entries
+        assert entry.title == "Euro €", ctype
+        assert entry.text == "The euro (€) closed at 1.08 dollars; the yen at ¥157."
+        assert "declared windows-1252 but the bytes are UTF-8: read as UTF-8" in feed.warnings
+    # Declared and true: nothing assumed, nothing said.
+    honest = parse_str(WRONG_PROLOG.encode("cp1252"), "application/rss+xml")
+    assert honest.entries[0].title == "Euro €" and honest.warnings == []
+
+
+@pytest.mark.parametrize("encoding", list(UNDECLARED))
+def test_undeclared_legacy_encodings_are_detected(encoding: str) -> None:
+    """Issue 22.9: undeclared EUC-JP, EUC-KR, GB2312, Shift-JIS, KOI8-R, TIS-620: mojibake."""
+    text = UNDECLARED[encoding]
+    body = (
+        '<?xml version="1.0"?>\n<rss version="2.0"><channel><title>News</title>'
+        f"<item><title>{text[:30]}</title><guid>a-1</guid>"
+        f"<description>{text} {text}</description></item></channel></rss>"
+    ).encode(encoding)
+    feed = parse_str(body, "application/rss+xml")
+    (entry,) = feed.entries
+    assert entry.title == text[:30]
+    assert entry.text == f"{text} {text}"
+    assert any(w.startswith("no character encoding declared; read as ") for w in feed.warnings)
+
+
+def test_c0_and_c1_controls_never_reach_the_fields() -> None:
+    """Issue 22.9: control characters reached the outputs ("contains bad characters")."""
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+        "<item><title>Budget\u0085 vote\u009c delayed</title><guid>b-1</guid>"
+        "<description>Talks \u0080resume\u009f on Monday</description></item></channel></rss>"
+    ).encode("utf-8")
+    (entry,) = parse_str(body).entries
+    for value in (entry.title, entry.text, entry.summary_html, entry.content_html):
+        assert not any("\x00" <= c < "\x09" or "\x7f" <= c <= "\x9f" for c in value), value
+    # feedparser reads C1 in XML as the windows-1252 characters they were meant to be.
+    assert entry.title == "Budget… voteœ delayed"
+    # JSON Feed strings are not repaired: the controls are dropped.
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [
+            {"id": "c", "title": "Budget\u0085 vote\u0001 delayed", "content_text": "x\u009fy"}
+        ],
+    }
+    (item,) = parse(json.dumps(doc).encode(), "https://j.example/f.json", {}, FETCHED_AT).entries
+    assert item.title == "Budget vote delayed" and item.text == "xy"
+
+
+# Issue 22.7: a text construct's escaped "<dialog>" is words, not a tag to delete.
+ESCAPED_TEXT_ATOM = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <title type="text">Front-end &lt;notes&gt;</title>
+  <id>tag:web.example,2026:feed</id>
+  <updated>2026-11-30T10:00:00Z</updated>
+  <link href="https://web.example/"/>
+  <entry>
+    <title type="text">Use &lt;dialog&gt;, not &lt;div&gt;; the &lt;script&gt; tag</title>
+    <id>tag:web.example,2026:1</id>
+    <updated>2026-11-30T10:00:00Z</updated>
+    <link href="https://web.example/dialog"/>
+    <author><name>Ana &lt;ana@web.example&gt;</name></author>
+    <category term="&lt;dialog&gt;"/>
+    <summary type="html">&lt;p&gt;Why &amp;lt;dialog&amp;gt; beats a
+      &lt;b&gt;div&lt;/b&gt;&lt;/p&gt;</summary>
+  </entry>
+  <entry>
+    <title type="html">&lt;b&gt;Bold&lt;/b&gt; and &amp;lt;escaped&amp;gt;</title>
+    <id>tag:web.example,2026:2</id>
+    <updated>2026-11-30T09:00:00Z</updated>
+    <link href="https://web.example/bold"/>
+  </entry>
+</feed>
+"""
+
+
+def test_escaped_text_in_plain_fields_stays_text() -> None:
+    feed = parse(ESCAPED_TEXT_ATOM, "https://web.example/atom", {}, FETCHED_AT)
+    first, second = feed.entries
+    assert feed.title == "Front-end <notes>"
+    assert first.title == "Use <dialog>, not <div>; the <script> tag"
+    assert first.authors == ("Ana <ana@web.example>",)
+    assert first.categories == ("<dialog>",)
+    assert first.text == "Why <dialog> beats a div"
+    # An HTML title loses its tags but not what it escaped.
+    assert second.title == "Bold and <escaped>"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from pathlib import Path
 
 import pytest
 from builders import Item, config_yaml, news_items, rss
 from conftest import FeedServer
 from live import poll_all
+from sqlalchemy import func, select
 
 import aggregator.tag as tag_module
+from aggregator import dedup, neardup
 from aggregator.service import Aggregator
+from storage.models import EntrySignatureRow
 
 
 def make_agg(tmp_path: Path, db_url: str, feeds: list[dict[str, object]]) -> Aggregator:
@@ -109,6 +115,41 @@ def test_server_without_validators_gets_unchanged_not_duplicates(
     agg.close()
 
 
+@pytest.mark.parametrize("parse_processes", [0, 1])
+def test_a_feed_with_two_new_items_fingerprints_those_two(
+    tmp_path: Path,
+    db_url: str,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+    parse_processes: int,
+) -> None:
+    """A feed polled again with 2 new items of 20: the 18 stored unchanged are not
+    fingerprinted again (the near-duplicate fingerprint is the costliest part of planning
+    an entry), the 2 new ones are, and are matched as near-duplicates as before."""
+    url = feed_server.serve("/news.rss", rss(news_items(20, start=2)))
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        config_yaml([{"url": url}], database_url=db_url, parse_processes=parse_processes)
+    )
+    agg = Aggregator.from_file(path)
+    made: list[str] = []
+    real = neardup.fingerprint
+    monkeypatch.setattr(dedup, "fingerprint", lambda e, u: made.append(e.title) or real(e, u))
+    assert poll_all(agg)[url].new == 20
+    first = len(made)
+    feed_server.serve("/news.rss", rss(news_items(20)))
+    r = poll_all(agg)[url]
+    assert (r.status, r.new, r.unchanged) == ("ok", 2, 18)
+    if parse_processes == 0:  # in a thread here: the calls are seen
+        assert first == 20
+        assert len(made) - first == 2
+        assert {t.split(" (")[-1] for t in made[first:]} == {"0)", "1)"}
+    # Each new entry has its signature row, as every stored entry does.
+    with agg.repo._reading() as s:
+        assert s.scalar(select(func.count()).select_from(EntrySignatureRow)) == 22
+    agg.close()
+
+
 def test_changed_item_is_updated_not_duplicated(
     tmp_path: Path, db_url: str, feed_server: FeedServer
 ) -> None:
@@ -190,3 +231,66 @@ def test_failing_feed_keeps_its_entries(
     [health] = agg.repo.feed_health()
     assert health.consecutive_errors == 2
     agg.close()
+
+
+def test_json_feed_items_with_a_null_id_fall_back_or_are_skipped(
+    tmp_path: Path, db_url: str, feed_server: FeedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 22.10: {"id": null} was stored as an empty entry."""
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Daily Notes",
+        "home_page_url": "https://notes.example.org/",
+        "items": [
+            {"id": None},
+            {"id": None, "url": "/2026/11/24/harbour", "title": "Harbour reopens after storm"},
+            {"id": "", "content_text": "The ferry timetable changes on Monday."},
+            {"id": "n-3", "title": "Library extends its opening hours"},
+        ],
+    }
+    url = feed_server.serve("/notes.json", json.dumps(doc), content_type="application/feed+json")
+    caplog.set_level(logging.INFO, "aggregator.pipeline")
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    try:
+        result = poll_all(agg)[url]
+        assert result.status == "ok" and result.new == 3, result
+        assert agg.repo.count_entries(url) == 3
+        assert any("entry 0 skipped" in r.getMessage() for r in caplog.records)
+        titles = sorted(e.entry.title for e in agg.repo.recent_entries(10))
+        assert titles == ["", "Harbour reopens after storm", "Library extends its opening hours"]
+        # Polled again: the item without an id keeps its identity (url, then content).
+        feed_server.serve(
+            "/notes.json",
+            json.dumps({**doc, "title": "Daily Notes (evening)"}),
+            content_type="application/feed+json",
+        )
+        again = poll_all(agg)[url]
+        assert again.new == 0 and again.unchanged == 3
+    finally:
+        agg.close()
+
+
+def test_deeply_nested_html_is_bounded_and_the_feed_kept(
+    tmp_path: Path, db_url: str, feed_server: FeedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 22.8: '&lt;div&gt;' * 100,000 took the cleaner 75 s (0.47 s at 10,000)."""
+    items = news_items(3)
+    items[1].description = "&lt;div&gt;" * 60_000 + "deep water rescue"
+    url = feed_server.serve("/deep.rss", rss(items))
+    caplog.set_level(logging.INFO, "aggregator.pipeline")
+    agg = make_agg(tmp_path, db_url, [{"url": url}])
+    try:
+        started = time.monotonic()
+        result = poll_all(agg)[url]
+        assert time.monotonic() - started < 5, "the cleaner ran unbounded"
+        assert result.status == "ok" and result.new == 3, result
+        assert any(
+            "nested deeper than 256 elements was kept as text" in r.getMessage()
+            for r in caplog.records
+        )
+        texts = {e.entry.guid: e.entry.text for e in agg.repo.recent_entries(10)}
+        assert len(texts) == 3
+        assert texts[items[1].guid].endswith("deep water rescue")
+        assert "<div>" not in texts[items[1].guid]
+    finally:
+        agg.close()

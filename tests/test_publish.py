@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import html
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -533,17 +534,18 @@ def test_several_sources_are_all_named(body: Callable[[StoryItem], str]) -> None
 def test_feed_titles_and_urls_are_escaped_in_the_body(body: Callable[[StoryItem], str]) -> None:
     html_ = body(ITEMS[7])
     assert "<script" not in html_
-    assert (
-        # Quotes in the URL percent-encoded, markup in the name dropped (sanitize.py).
-        '<a href="https://evil.example/f?x=%221%22&amp;y=%272%27">Daily &amp; Co</a>'
-    ) in html_
+    # Quotes in the URL percent-encoded; the feed title is plain text, so its "<script>"
+    # shows as those characters (issue 22.7) and nothing in it is a tag.
+    name = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Daily &amp; Co"
+    assert f'<a href="https://evil.example/f?x=%221%22&amp;y=%272%27">{name}</a>' in html_
 
 
 @pytest.mark.parametrize("body", BODIES)
 def test_non_http_source_links_are_not_linked(body: Callable[[StoryItem], str]) -> None:
     html_ = body(ITEMS[8])
     assert "javascript:" not in html_
-    assert html_.endswith(", Daily &amp; Co</p>") and "alert" not in html_
+    assert html_.endswith(", &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Daily &amp; Co</p>")
+    assert "<script" not in html_
 
 
 def test_body_falls_back_to_summary_and_omits_source_line_without_sources() -> None:
@@ -738,8 +740,6 @@ TITLE = (
     )
     .map(norm_title)
     .filter(bool)
-    # What parse.py stores: text that reads as markup is dropped on the way in and out.
-    .filter(lambda t: strip_markup(t) == t)
 )
 
 
@@ -750,9 +750,40 @@ def test_any_title_round_trips(title: str) -> None:
     # that looks like double-encoded UTF-8 (e.g. "à¡¡" comes back as "ࡡ").
     item = story(1, title, published=datetime(2026, 1, 1, tzinfo=UTC))
     rss = render_rss(META, [item])
-    assert xml_items(rss)[0].findtext("title") == title
+    rss_title = xml_items(rss)[0].findtext("title")
+    # In RSS, text an HTML reader would take for markup is escaped once more (issue 22.7).
+    assert rss_title == title if strip_markup(title) == title else html.unescape(rss_title) == title
     atom = render_atom(META, [item])
     assert ET.fromstring(atom).findtext(f"{ATOM}entry/{ATOM}title") == title
     for body in (rss, atom):
         assert feedparser.parse(body).bozo == 0
     assert json.loads(render_json(META, [item]))["items"][0]["title"] == title
+
+
+def test_markup_looking_plain_text_reaches_every_reader_as_written() -> None:
+    """Issue 22.7: stored plain text that looks like tags is published as text, not deleted."""
+    title = "Use <dialog>, not <div>; the <script> tag"
+    item = story(
+        1,
+        title,
+        published=datetime(2026, 1, 1, tzinfo=UTC),
+        authors=("Ana <ana@web.example>",),
+        categories=("<dialog>",),
+        text="Why <dialog> beats a div",
+    )
+    atom = feedparser.parse(render_atom(META, [item])).entries[0]
+    assert atom.title == title and atom.title_detail.type == "text/plain"
+    assert atom.author == "Ana <ana@web.example>"
+    assert "<dialog>" in [t.term for t in atom.tags]
+    doc = json.loads(render_json(META, [item]))["items"][0]
+    assert doc["title"] == title and doc["summary"] == "Why <dialog> beats a div"
+    assert doc["authors"] == [{"name": "Ana <ana@web.example>"}] and "<dialog>" in doc["tags"]
+    # RSS has no text type and readers render its titles as HTML: escaped once more there,
+    # they show as written, and nothing in them is a tag.
+    rss = feedparser.parse(render_rss(META, [item])).entries[0]
+    assert rss.title_detail.type == "text/html" and html.unescape(rss.title) == title
+    assert "<" not in rss.title
+    assert html.unescape(rss.author) == "Ana <ana@web.example>"
+    # Text with no tag in it is written as it is.
+    plain = story(2, "Tom & Jerry: 3 < 4", published=datetime(2026, 1, 1, tzinfo=UTC))
+    assert xml_items(render_rss(META, [plain]))[0].findtext("title") == "Tom & Jerry: 3 < 4"

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from builders import Item, config_yaml, rss
 from conftest import FeedServer
-from live import live_server
+from live import live_server, poll_all
 from ruamel.yaml import YAML
 
 from aggregator.config import parse_config
@@ -333,3 +333,89 @@ def test_plan_says_what_an_edit_changes(feeds: dict[str, str]) -> None:
     # A feed's tags can decide topics (rules.feed_tags): everything is re-tagged.
     assert change.retag_all and change.retag_topics is None
     assert change.restart == ("settings.database_url",)
+
+
+def many_feeds(feed_server: FeedServer, n: int) -> list[dict[str, Any]]:
+    """``n`` small real feeds on the local server, each with two items."""
+    out = []
+    for i in range(n):
+        site = f"https://site{i}.example.net"
+        items = headlines(site, ALPHA[2 * (i % 6) : 2 * (i % 6) + 2])
+        out.append(
+            {"url": feed_server.serve(f"/f{i}.rss", rss(items, title=f"Site {i}", site=site))}
+        )
+    return out
+
+
+def test_an_empty_or_truncated_file_is_refused_and_nothing_is_dropped(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    """Issue 22.1: an empty file, or its first half, looked valid and was applied live."""
+    path = tmp_path / "feeds.yaml"
+    all_feeds = many_feeds(feed_server, 10)
+    full = feeds_yaml(db_url, all_feeds)
+    path.write_text(full)
+    poller = Aggregator.from_file(path)  # polled before: the server spreads its first polls
+    try:
+        poll_all(poller)
+    finally:
+        poller.close()
+    with running(path) as (agg, base):
+        assert agg.repo.count_entries() == 20
+        tagged = agg.repo.topic_counts()
+        assert tagged
+        running_config = agg.config
+
+        path.write_text("")
+        errors = wait_for("the empty file refused", lambda: agg.last_config_error)
+        assert any("empty" in e for e in errors), errors
+        assert agg.config is running_config
+
+        # The first half: valid YAML, 4 of the 10 feeds, and the topics list cut off.
+        cut = full[: full.index(all_feeds[4]["url"])].rsplit("\n", 1)[0] + "\n"
+        assert parse_config(cut).topics == ()
+        path.write_text(cut)
+        wait_for(
+            "the half file refused",
+            lambda: any("6 of 10" in e for e in agg.last_config_error or []),
+        )
+        assert any("every topic" in e for e in agg.last_config_error or [])
+        assert agg.config is running_config
+        assert agg.scheduler is not None and len(agg.scheduler.feed_urls) == 10
+        time.sleep(1)  # no re-tag ran behind the refusal
+        assert agg.repo.topic_counts() == tagged
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+
+        # Removing a few feeds is an ordinary edit, and it clears the refusal.
+        path.write_text(feeds_yaml(db_url, all_feeds[:7]))
+        wait_for("the small removal applied", lambda: len(agg.config.feeds) == 7)
+        assert agg.last_config_error is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00\xff\xfe",
+        b"\x00",
+        b"settings:\n  default_interval: 99999999999d\nfeeds: []\n",
+        b"settings:\n  default_interval: .inf\nfeeds: []\n",
+        b"settings:\n  default_interval: .nan\nfeeds: []\n",
+    ],
+    ids=["nul-bom", "nul", "overflow", "inf", "nan"],
+)
+def test_unreadable_edits_are_refused_and_the_watcher_keeps_watching(
+    tmp_path: Path, feeds: dict[str, str], content: bytes
+) -> None:
+    """Issue 22.2: ruamel's ReaderError and OverflowError ended the watch for good."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    path = tmp_path / "feeds.yaml"
+    path.write_text(feeds_yaml(db, [{"url": feeds["a"]}]))
+    with running(path) as (agg, _base):
+        path.write_bytes(content)
+        errors = wait_for("the edit refused", lambda: agg.last_config_error)
+        assert errors[0].startswith(str(path)), errors
+        assert [f.url for f in agg.config.feeds] == [feeds["a"]]
+        # Still watching: the next valid edit is applied.
+        path.write_text(feeds_yaml(db, [{"url": feeds["a"]}, {"url": feeds["b"]}]))
+        wait_for("the next edit applied", lambda: agg.config.feed(feeds["b"]))
+        assert agg.last_config_error is None

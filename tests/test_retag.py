@@ -161,7 +161,7 @@ def test_a_poll_in_between_wins_over_a_stale_retag(agg: Aggregator) -> None:
     [stored] = agg.repo.stored_entries([2])
     stale = TagChange(stored.id, "0" * 64, (), stored.language)
     assert agg.repo.replace_tags([stale]) == set()
-    assert dict(agg.repo.stored_entries([2])[0].tags)["sport"] == 'category "Football"'
+    assert dict(agg.repo.stored_entries([2])[0].tags)["sport"] == 'category "Football" as "sport"'
 
 
 def test_explain_shows_stored_reasons_and_todays_verdicts(agg: Aggregator) -> None:
@@ -194,8 +194,10 @@ def test_admin_explain_route(agg: Aggregator, admin_headers: dict[str, str]) -> 
     r = asyncio.run(get("/admin/items/2/explain", admin_headers))
     assert r.status_code == 200
     [entry] = r.json()["entries"]
-    assert entry["tags"] == [{"tag": "sport", "reason": 'category "Football"'}]
-    assert {"topic": "sport", "in": True, "reason": 'category "Football"'} in entry["topics_now"]
+    assert entry["tags"] == [{"tag": "sport", "reason": 'category "Football" as "sport"'}]
+    assert {"topic": "sport", "in": True, "reason": 'category "Football" as "sport"'} in entry[
+        "topics_now"
+    ]
     assert r.headers["cache-control"] == "no-store"
     assert asyncio.run(get("/admin/items/2/explain", {})).status_code == 401
     missing = asyncio.run(get("/admin/items/77/explain", admin_headers))
@@ -229,6 +231,7 @@ def test_cli_retag_and_explain(agg: Aggregator) -> None:
     done = cli("explain", "12345")
     assert done.returncode == 1
     assert "no stored item" in done.stderr
+    # A slug neither configured nor stored is a typo, not a removal (issue 22.14).
     done = cli("retag", "--topic", "nosuch")
-    assert done.returncode == 0, done.stderr
-    assert "nosuch" in done.stdout and "not in" in done.stdout
+    assert done.returncode == 2, done.stdout
+    assert "no topic 'nosuch'" in done.stderr and "stored tags are removed" not in done.stdout

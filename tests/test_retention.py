@@ -174,14 +174,14 @@ def test_prune_cli_dry_run_counts_then_prunes_by_days(
     dry = aggregator("prune", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     # Days 8, 10, ... 18 are past 7 days: six of the digest feed; the archive keeps 30 days.
-    assert re.search(r"would prune 6 entries from 1 feeds", dry.stdout), dry.stdout
+    assert re.search(r"would prune 6 entries from 1 feed;", dry.stdout), dry.stdout
     assert a in dry.stdout and b not in dry.stdout
     status = aggregator("status", "--json", cwd=tmp_path)
     assert '"entries": 10' in status.stdout  # nothing pruned yet
 
     done = aggregator("prune", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "pruned 6 entries from 1 feeds" in done.stdout
+    assert "pruned 6 entries from 1 feed;" in done.stdout
     again = aggregator("prune", cwd=tmp_path)
     assert "pruned 0 entries" in again.stdout and "6 kept" in again.stdout
 

@@ -99,7 +99,7 @@ match:
 """
     )
     assert reason(t, title="x", categories=("International Relations",)) == (
-        'category "International Relations"'
+        'category "International Relations" as "Diplomacy"'
     )
     assert reason(t, FeedContext(tags=("foreign-relations",)), title="x") == (
         'feed tag "foreign-relations"'
@@ -147,7 +147,7 @@ def test_old_style_rules_still_load_and_match() -> None:
     t = tagger("keywords: [embassy]\nregex: ['\\bAI\\b']\ncategories: [tech]\nfeed_tags: [x]")
     assert reason(t, title="New embassy") == 'keyword "embassy" in title'
     assert reason(t, title="AI rules") == r"regex /\bAI\b/ in title"
-    assert reason(t, title="x", categories=("Technology",)) == 'category "Technology"'
+    assert reason(t, title="x", categories=("Technology",)) == 'category "Technology" as "tech"'
 
 
 def test_place_tags_are_stored_with_reasons() -> None:
@@ -201,10 +201,14 @@ def test_source_categories_map_through_the_synonyms_table() -> None:
     )
     # Built-in synonyms, and a whole path mapped in feeds.yaml (spaces around "/" ignored).
     assert reason(t, title="x", categories=("International relations",)) == (
-        'category "International relations"'
+        'category "International relations" as "foreign relations"'
     )
-    assert reason(t, title="x", categories=("Diplomacy",)) == 'category "Diplomacy"'
-    assert reason(t, title="x", categories=("World / Americas",)) == 'category "World / Americas"'
+    assert reason(t, title="x", categories=("Diplomacy",)) == (
+        'category "Diplomacy" as "foreign relations"'
+    )
+    assert reason(t, title="x", categories=("World / Americas",)) == (
+        'category "World / Americas" as "foreign relations"'
+    )
     assert reason(t, title="x", categories=("World/Europe",)) is None
 
 
@@ -246,3 +250,41 @@ def test_more_bad_rules_name_topic_rule_and_line() -> None:
     )
     [empty] = errors("keywords: ['  ']\n")
     assert "empty keyword" in empty and 'topics[0].rules.keywords (topic "T")' in empty
+
+
+def test_categories_as_publishers_write_them() -> None:
+    t = tagger("categories: [international relations, election, politics, americas]")
+    # Whole words inside a longer category, in any case, singular or plural.
+    assert reason(t, title="x", categories=("United States International Relations",)) == (
+        'category "United States International Relations" as "international relations"'
+    )
+    assert reason(t, title="x", categories=("PRESIDENTIAL ELECTIONS OF 2020",)) == (
+        'category "PRESIDENTIAL ELECTIONS OF 2020" as "election"'
+    )
+    assert reason(t, title="x", categories=("Politics and Government",)) == (
+        'category "Politics and Government" as "politics"'
+    )
+    # Path forms: any part, separators with or without spaces.
+    assert reason(t, title="x", categories=("world/americas",)) == (
+        'category "world/americas" as "americas"'
+    )
+    assert reason(t, title="x", categories=("fox-news/politics/elections",)) == (
+        'category "fox-news/politics/elections" as "election"'
+    )
+    # Whole words only: no match inside a word, nor on a part of a phrase.
+    assert reason(t, title="x", categories=("Relations", "Geopolitical", "Reelection")) is None
+    assert reason(t, title="x", categories=("International Trade",)) is None
+
+
+def test_a_multi_word_synonym_inside_a_longer_category_counts_but_one_word_does_not() -> None:
+    t = tagger("categories: [foreign relations, world]")
+    # "international relations" is a synonym of "foreign relations", found inside.
+    assert reason(t, title="x", categories=("United States International Relations",)) == (
+        'category "United States International Relations" as "foreign relations"'
+    )
+    w = tagger("categories: [world]")
+    # "international" alone is "world", but not when it is a word of a longer category.
+    assert reason(w, title="x", categories=("United States International Relations",)) is None
+    assert reason(w, title="x", categories=("International",)) == (
+        'category "International" as "world"'
+    )

@@ -15,6 +15,7 @@ from aggregator.schedule import (
     MAX_BACKOFF,
     Hints,
     Policy,
+    effective_interval,
     first_poll_at,
     from_json,
     header_hints,
@@ -90,6 +91,32 @@ def test_interval_adapts_to_how_often_the_feed_publishes() -> None:
 def test_backoff_starts_from_the_adapted_interval() -> None:
     assert at(Hints(item_gap=20 * M), errors=2) == 80 * M
     assert at(Hints(item_gap=20 * M), errors=30) == MAX_BACKOFF
+
+
+def test_the_effective_interval_says_which_term_decided_it() -> None:
+    def eff(hints: Hints, errors: int = 0) -> tuple[timedelta, str]:
+        return tuple(effective_interval(H, errors, hints, POLICY, NOW))  # type: ignore[return-value]
+
+    assert eff(Hints()) == (H, "configured")
+    assert eff(Hints(item_gap=20 * M)) == (20 * M, "adaptive rate")
+    assert eff(Hints(item_gap=H)) == (H, "configured")  # the rate agrees with the setting
+    assert eff(Hints(item_gap=10 * M, ttl=2 * H)) == (2 * H, "feed hint (ttl)")
+    assert eff(Hints(max_age=3 * H, ttl=2 * H)) == (3 * H, "feed hint (max-age)")
+    assert eff(Hints(ttl=10 * M)) == (H, "configured")  # a hint below the interval: no say
+    assert eff(Hints(item_gap=20 * M), errors=1) == (40 * M, "backoff (1 error)")
+    assert eff(Hints(), errors=3) == (8 * H, "backoff (3 errors)")
+
+
+@given(
+    st.integers(0, 40),
+    st.sampled_from([None, M, 20 * M, 2 * H, timedelta(days=3)]),
+    st.sampled_from([None, 10 * M, 3 * H, timedelta(days=40)]),
+)
+def test_next_poll_is_the_effective_interval_plus_jitter(
+    errors: int, gap: timedelta | None, ttl: timedelta | None
+) -> None:
+    hints = Hints(item_gap=gap, ttl=ttl)
+    assert at(hints, errors) == effective_interval(H, errors, hints, POLICY, NOW).delay
 
 
 def test_item_gap_counts_the_last_week_and_the_quiet_since() -> None:

@@ -192,3 +192,57 @@ def test_repeat_requests_are_answered_before_routing_with_the_same_bytes(
     assert not_modified["etag"] == etag and "cache-control" in not_modified
     assert "last-modified" not in not_modified and "link" not in not_modified
     assert "link" in first.headers
+
+
+def test_feeds_and_opml_are_never_sniffed(agg: Aggregator) -> None:
+    """Issue 22.12: feed and OPML responses lacked X-Content-Type-Options: nosniff."""
+    from live import live_server
+
+    with live_server(agg) as base:
+        paths = [
+            "/topics/foreign-relations.rss",
+            "/topics/foreign-relations.atom",
+            "/topics/foreign-relations.json",
+            "/stories.json?q=police&limit=7",
+            "/places/co.atom",
+            "/topics.opml",
+            "/",
+        ]
+        for path in paths:
+            for _ in range(2):  # the first through the app, the repeat from the hot table
+                r = httpx.get(base + path, timeout=5)
+                assert r.status_code == 200, path
+                assert r.headers.get_list("x-content-type-options") == ["nosniff"], path
+            again = httpx.get(base + path, headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304
+            assert again.headers["x-content-type-options"] == "nosniff", path
+
+
+def test_self_links_echo_the_url_asked_and_ids_are_encoded_once(agg: Aggregator) -> None:
+    """Issue 22.11: /places/fr.rss got the self link of ?limit=50 fetched first; filters
+    were re-written in self links; a filtered view's Atom id was percent-encoded twice."""
+    from live import live_server
+
+    def self_link(r: httpx.Response, fmt: str) -> str:
+        if fmt == "json":
+            return str(r.json()["feed_url"])
+        return next(
+            link.href for link in feedparser.parse(r.content).feed.links if link.rel == "self"
+        )
+
+    with live_server(agg) as base:
+        for fmt in ("rss", "atom", "json"):
+            for path in (
+                f"/places/fr.{fmt}?limit=50",
+                f"/places/fr.{fmt}",
+                f"/stories.{fmt}?any=sport,business&not=politics",
+                f"/stories.{fmt}?any=business+sport&not=politics",
+                f"/stories.{fmt}?limit=7&q=police",
+            ):
+                for _ in range(2):  # the app, then the hot table
+                    r = httpx.get(base + path, timeout=5)
+                    assert r.status_code == 200, path
+                    assert self_link(r, fmt) == base + path, (path, self_link(r, fmt))
+                    assert f'<{base + path}>; rel="self"' in r.headers["link"]
+        atom = feedparser.parse(httpx.get(base + '/stories.atom?q="prime+minister"').content)
+        assert atom.feed.id == "urn:aggregator:stories:q=%22prime+minister%22", atom.feed.id

@@ -56,7 +56,12 @@ FORBIDDEN = frozenset(
     input button textarea select isindex bgsound xss body head html title noscript template
     marquee video audio source details xmp layer ilayer param""".split()
 )
-PAGE_CHROME = frozenset({"html", "head", "body", "meta", "title", "style", "link"})
+# Tags our pages use themselves (issue 23 added the SVG charts and the filter form); each must
+# appear as often with the hostile items as on the page before them.
+PAGE_CHROME = frozenset(
+    {"html", "head", "body", "meta", "title", "style", "link", "svg", "form", "input", "select"}
+    | {"button"}
+)
 URL_ATTRS = frozenset(
     """href src action formaction background lowsrc dynsrc data srcset poster codebase cite
     xlink:href url""".split()
@@ -112,16 +117,34 @@ def problems_in_fragment(markup: str, where: str) -> list[str]:
     return found
 
 
+ATOM_NS = "{http://www.w3.org/2005/Atom}"
+# Atom's plain-text elements and attributes: text by the format, whatever characters they hold
+# (issue 22.7 keeps "<dialog>" in a text title); the test checks feedparser reads them as text.
+ATOM_TEXT = frozenset({"title", "subtitle", "rights", "summary"})
+ATOM_PLAIN = frozenset({"name", "email", "generator"})
+# JSON Feed 1.1 plain-text members (and our sources' titles, documented alike).
+JSON_PLAIN = frozenset({"title", "summary", "name", "tags", "feed_title"})
+
+
+def is_atom_plain(el: ET.Element) -> bool:
+    if not el.tag.startswith(ATOM_NS):
+        return False
+    name = el.tag.removeprefix(ATOM_NS)
+    return name in ATOM_PLAIN or (name in ATOM_TEXT and el.get("type", "text") == "text")
+
+
 def problems_in_xml(body: bytes, fmt: str) -> list[str]:
     root = ET.fromstring(body)
     found: list[str] = []
     for el in root.iter():
         name = el.tag.rsplit("}", 1)[-1]
-        for text in (el.text, el.tail):
+        for text in (el.tail,) if is_atom_plain(el) else (el.text, el.tail):
             if text and text.strip():
                 found += problems_in_fragment(text, f"{fmt} <{name}> text")
         for attr, value in el.attrib.items():
             attr_name = attr.rsplit("}", 1)[-1]
+            if el.tag == f"{ATOM_NS}category" and attr_name in ("term", "label"):
+                continue
             found += problems_in_fragment(value, f"{fmt} <{name} {attr_name}>")
             if attr_name in ("href", "url", "src") and bad_url(value):
                 found.append(f"{fmt} <{name} {attr_name}={value!r}>")
@@ -134,7 +157,8 @@ def problems_in_json(doc: Any, path: str = "json") -> list[str]:
     found: list[str] = []
     if isinstance(doc, dict):
         for k, v in doc.items():
-            found += problems_in_json(v, f"{path}.{k}")
+            if k not in JSON_PLAIN:
+                found += problems_in_json(v, f"{path}.{k}")
             if k in ("url", "external_url", "image", "banner_image", "icon", "favicon"):
                 if isinstance(v, str) and not re.match(r"^https?://", v):
                     found.append(f"{path}.{k}={v!r}")
@@ -283,13 +307,17 @@ def test_no_xss_vector_survives_into_anything_we_publish(hostile_agg: Aggregator
 
             found: list[str] = []
             for view in ("/stories", "/topics/foreign-relations"):
+                # Copies, not events: payloads alike in their words are one event, rightly.
                 for fmt in ("rss", "atom"):
-                    r = httpx.get(f"{base}{view}.{fmt}?limit=500")
+                    r = httpx.get(f"{base}{view}.{fmt}?limit=500&stories=copies")
                     assert r.status_code == 200
-                    assert not feedparser.parse(r.content).bozo
-                    assert len(feedparser.parse(r.content).entries) >= len(VECTORS)
+                    parsed = feedparser.parse(r.content)
+                    assert not parsed.bozo
+                    assert len(parsed.entries) >= len(VECTORS)
+                    if fmt == "atom":
+                        assert {e.title_detail.type for e in parsed.entries} == {"text/plain"}
                     found += problems_in_xml(r.content, f"{view}.{fmt}")
-                r = httpx.get(f"{base}{view}.json?limit=500")
+                r = httpx.get(f"{base}{view}.json?limit=500&stories=copies")
                 doc = r.json()
                 assert len(doc["items"]) >= len(VECTORS)
                 found += problems_in_json(doc, f"{view}.json")
@@ -301,7 +329,7 @@ def test_no_xss_vector_survives_into_anything_we_publish(hostile_agg: Aggregator
                 assert "default-src 'none'" in csp and "script-src" not in csp
                 found += problems_in_page(r.text, chrome[page], page)
             # The text around the payloads is kept: sanitising is not deleting.
-            body = httpx.get(f"{base}/stories.json?limit=500").json()
+            body = httpx.get(f"{base}/stories.json?limit=500&stories=copies").json()
             texts = " ".join(i.get("content_html", "") for i in body["items"])
             assert "Intro 0" in texts or "Body 0" in texts
             assert "Json 1" in texts and "Content 1" in texts
