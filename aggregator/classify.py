@@ -3,11 +3,12 @@
 Each topic with a ``classifier:`` section learns one head from texts embedded by the shared
 model (embed.py): its description and examples are positives; its ``negative_examples`` and
 every other topic's description and examples are negatives (unless they are the topic's
-own examples too); and the items admins corrected (corrections.py) join them, as a positive
-or a negative of the topic corrected only. The head is an L2-regularised logistic regression
-fitted by Newton's method, then calibrated by Platt scaling on out-of-fold scores (five
-folds in a fixed order), so a topic's ``threshold`` is a probability: 0.5 means "more
-likely in than not". Training is deterministic: stable ordering, no random draws.
+own examples too); and what the store teaches (learn.py: admins' corrections, publishers'
+categories and feed tags) joins them, as a positive or a negative of its one topic only.
+The head is an L2-regularised logistic regression fitted by Newton's method, then
+calibrated by Platt scaling on out-of-fold scores (five folds in a fixed order), so a
+topic's ``threshold`` is a probability: 0.5 means "more likely in than not". Training is
+deterministic: stable ordering, no random draws.
 
 Everything needs the embedding runtime (the ``classifier`` extra); ``load_classifier``
 returns None, with the reason logged, when it is not installed, and the tagger then uses
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,6 +62,16 @@ BACKGROUND: tuple[str, ...] = (
 )
 
 
+class Example(NamedTuple):
+    """A text from the store that is in ``topic`` or not; ``vector``: its stored embedding
+    (float16 bytes), so training does not embed it again."""
+
+    text: str
+    topic: str
+    inside: bool
+    vector: bytes | None = None
+
+
 @dataclass(frozen=True)
 class TopicProfile:
     slug: str
@@ -93,6 +105,7 @@ class Training:
     # Texts from the store: putting an item in politics says nothing of foreign relations,
     # so they are no negatives of the other topics the way a topic's own examples are.
     learned: frozenset[str] = frozenset()
+    vectors: Mapping[str, bytes] = field(default_factory=dict)  # stored embeddings by text
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -168,7 +181,7 @@ class Classifier:
         embedder: Embedder,
         topics: Sequence[TopicProfile],
         batch_size: int = 64,
-        learned: Sequence[tuple[str, str, bool]] = (),
+        learned: Sequence[Example] = (),
         background: bool = True,
     ) -> None:
         self.embedder = embedder
@@ -176,7 +189,7 @@ class Classifier:
         self.batch_size = batch_size
         self.training = training_rows(self.topics, learned, background)
         texts = list(dict.fromkeys(t for t, _, _ in self.training.rows))
-        vectors = embedder.encode(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+        vectors = self._vectors(texts)
         at = {t: i for i, t in enumerate(texts)}
         self.centre = (
             vectors.mean(axis=0).astype(np.float64) if len(texts) else np.zeros(embedder.dim)
@@ -200,6 +213,21 @@ class Classifier:
                 continue  # nothing to tell it apart from
             self.heads[t.slug] = train_head(t.slug, x_all[order], y)
 
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """The embeddings of ``texts``: the stored ones as stored, the others computed."""
+        out = np.zeros((len(texts), self.embedder.dim), np.float32)
+        stored = self.training.vectors
+        missing = []
+        for i, text in enumerate(texts):
+            raw = stored.get(text)
+            if raw is not None and len(raw) == 2 * self.embedder.dim:
+                out[i] = np.frombuffer(raw, np.float16)
+            else:
+                missing.append(i)
+        if missing:
+            out[missing] = self.embedder.encode([texts[i] for i in missing])
+        return out
+
     def scores(self, items: Sequence[str]) -> list[dict[str, float]]:
         """For each item text: topic slug -> probability that the item is in the topic."""
         if not items or not self.heads:
@@ -215,7 +243,7 @@ class Classifier:
 
 def training_rows(
     topics: Sequence[TopicProfile],
-    learned: Sequence[tuple[str, str, bool]] = (),
+    learned: Sequence[Example] = (),
     background: bool = True,
 ) -> Training:
     """Every (text, topic, in) the heads learn from, in the order of feeds.yaml then the store.
@@ -234,12 +262,16 @@ def training_rows(
                 rows.append((text.strip(), t.slug, False))
     own = {text for text, _, _ in rows}
     known = {t.slug for t in topics}
-    store = [(text.strip()[:ITEM_CHARS], slug, inside) for text, slug, inside in learned]
-    store = [r for r in store if r[0] and r[1] in known]
-    rows.extend(store)
+    store = [
+        Example(e.text.strip()[:ITEM_CHARS], e.topic, e.inside, e.vector)
+        for e in map(Example._make, learned)
+    ]
+    store = [e for e in store if e.text and e.topic in known]
+    rows.extend((e.text, e.topic, e.inside) for e in store)
     if background:
         rows.extend((text, t.slug, False) for t in topics for text in BACKGROUND)
-    return Training(tuple(dict.fromkeys(rows)), frozenset(t for t, _, _ in store) - own)
+    vectors = {e.text: e.vector for e in store if e.vector is not None and e.text not in own}
+    return Training(tuple(dict.fromkeys(rows)), frozenset(e.text for e in store) - own, vectors)
 
 
 def classifier_unavailable() -> str | None:
@@ -250,7 +282,7 @@ def classifier_unavailable() -> str | None:
 def load_classifier(
     topics: Sequence[TopicProfile],
     batch_size: int = 64,
-    learned: Sequence[tuple[str, str, bool]] = (),
+    learned: Sequence[Example] = (),
     embedder: Embedder | None = None,
     background: bool = True,
 ) -> Classifier | None:

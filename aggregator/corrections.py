@@ -7,10 +7,9 @@ that join the story inherit it (storage/repository.py), and every later tagging 
 over rules and the classifier: a re-poll of an edited item, ``aggregator retag``, a reload.
 ``inside=None`` forgets the correction and the rules and the model decide again.
 
-Corrections are also what the classifier learns from the store: ``learned_examples`` gives
-each corrected entry's text as a positive or a negative of the topic corrected, and the
-tagger is trained on them wherever it is built (start, reload, retag, and after a
-correction through the admin API).
+Corrections are also what the classifier learns from (learn.py): each corrected entry is a
+positive or a negative of the topic corrected, wherever the tagger is trained (start,
+reload, retag, and after a correction through the admin API).
 """
 
 from __future__ import annotations
@@ -22,11 +21,7 @@ from storage import Repository
 from storage.tagging import TagChange
 
 from .explain import entry_ids
-from .tag import Tagger, classifier_text
-
-# The corrections the classifier trains on, newest first: admins make dozens, not
-# thousands, and each is embedded once per training.
-LEARNED_LIMIT = 2000
+from .tag import Tagger
 
 
 class CorrectionError(ValueError):
@@ -67,13 +62,3 @@ def correct(
         for s, new in zip(entries, tagged, strict=True)
     ]
     return Corrected(uid, tuple(ids), topic, inside, frozenset(store.replace_tags(changes)))
-
-
-def learned_examples(store: Repository, limit: int = LEARNED_LIMIT) -> list[tuple[str, str, bool]]:
-    """(text, topic, in) for every stored correction, in a fixed order (entry id, topic):
-    the same store always trains the same heads."""
-    return [
-        (classifier_text(entry), topic, inside)
-        for entry, fixes in store.corrected_entries(limit)
-        for topic, inside in sorted(fixes.items())
-    ]

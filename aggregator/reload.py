@@ -235,7 +235,7 @@ class Reloader:
                 return False
             agg.tagger = tagger
             agg.refresh_context(tagger, rebuild=False)
-            log.info("classifier trained again with %d corrected examples", len(learned))
+            log.info("classifier trained again with %d examples from the store", len(learned))
             return True
 
     async def _reschedule(self, agg: Aggregator) -> None:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from storage import Repository
 from storage.tagging import TagChange
 
-from .classify import load_classifier
+from .classify import Example, load_classifier
 from .config import Config
-from .corrections import learned_examples
+from .learn import learned_examples
 from .tag import Tagger, profiles
 from .types import with_corrections
 
@@ -42,9 +42,9 @@ class RetagResult:
 def tagger_for(
     config: Config,
     topics: Sequence[str] | None = None,
-    learned: Sequence[tuple[str, str, bool]] = (),
+    learned: Sequence[Example] = (),
 ) -> Tagger:
-    """The tagger of ``config`` trained with ``learned`` rows too; only ``topics`` (and no
+    """The tagger of ``config`` trained with what the store teaches too; only ``topics`` (and no
     place tags) when given."""
     if topics is None:
         return Tagger.from_config(config, learned=learned)
@@ -75,7 +75,7 @@ def retag(
 
     ``progress(done, total)`` is called after each batch. Returns what changed.
     """
-    learned = learned_examples(store) if config.tagging.classifier else []
+    learned = learned_examples(store, config.topics) if config.tagging.classifier else []
     tagger = tagger_for(config, topics, learned)
     keep = frozenset(topics) if topics is not None else None
     total = store.count_entries()

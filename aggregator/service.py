@@ -19,9 +19,10 @@ from storage import Repository, open_repository
 from storage.push_subscriptions import PushStore
 
 from . import USER_AGENT, dedup, schedule
+from .classify import Example
 from .config import Config, FeedConfig, database_url, load_config
-from .corrections import learned_examples
 from .fetch import FetchLimits, host_key, make_client
+from .learn import learned_examples
 from .parsepool import ParsePool
 from .pipeline import PollContext, ingest, log_poll, poll_feed, slower
 from .reload import ConfigChange, ConfigWatcher, Reloader
@@ -68,12 +69,13 @@ class Aggregator:
         self.repo.sync_feeds([_spec(f) for f in config.feeds])
         self.repo.preferred_sources = config.dedup.preferred_sources
 
-    def learned(self, config: Config | None = None) -> list[tuple[str, str, bool]]:
-        """What the classifier learns from the store: admins' corrections (none when the
-        classifier is off, so rules-only start-ups read nothing more)."""
-        if not (config or self.config).tagging.classifier:
+    def learned(self, config: Config | None = None) -> list[Example]:
+        """What the classifier learns from the store (learn.py; nothing when the classifier
+        is off, so rules-only start-ups read nothing more)."""
+        config = config or self.config
+        if not config.tagging.classifier:
             return []
-        return learned_examples(self.repo)
+        return learned_examples(self.repo, config.topics)
 
     @classmethod
     def from_file(cls, config_path: str | os.PathLike[str]) -> Aggregator:

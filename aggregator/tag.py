@@ -23,8 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
-from .classify import Classifier, TopicProfile, load_classifier
+from .classify import Classifier, Example, TopicProfile, load_classifier
 from .config import Config, TopicConfig
+from .embed import item_text
 from .language import detect_language, normalise_language
 from .places import Gazetteer, default_gazetteer
 from .rules import (
@@ -181,10 +182,10 @@ class Tagger:
         config: Config,
         *,
         mode: Mode = "both",
-        learned: Sequence[tuple[str, str, bool]] = (),
+        learned: Sequence[Example] = (),
     ) -> Tagger:
         """The tagger feeds.yaml asks for, with the classifier when it is on and installed;
-        ``learned`` (text, topic, in) rows from the store join its training."""
+        ``learned``: what the store teaches (learn.py) joins its training."""
         classifier = None
         if config.tagging.classifier and mode != "rules":
             classifier = load_classifier(
@@ -360,8 +361,9 @@ class Tagger:
 
 
 def classifier_text(entry: ParsedEntry) -> str:
-    """What the classifier reads of an entry, in tagging and in training alike."""
-    return entry.title + ". " + entry.text
+    """What the classifier reads of an entry, in tagging and in training alike: what event
+    matching embeds too, so one embedding serves both."""
+    return item_text(entry.title, entry.text)
 
 
 def profiles(topics: Sequence[TopicConfig]) -> list[TopicProfile]:

@@ -1027,6 +1027,11 @@ class Repository:
         with self._reading() as s:
             return tagging.corrected_entries(s, limit)
 
+    def latest_tagged(self, limit: int) -> list[tagging.TaggedText]:
+        """The newest entries with their tags' reasons (what the classifier learns from)."""
+        with self._reading() as s:
+            return tagging.latest_tagged(s, limit)
+
     def replace_tags(self, changes: Sequence[tagging.TagChange]) -> set[str]:
         """Store re-computed tags in one transaction; returns the tag keys that changed.
 

@@ -22,7 +22,7 @@ from aggregator.types import (
     with_corrections,
 )
 
-from .models import EntryRow, EntryTagRow, StoryRow, TagCorrectionRow
+from .models import EntryRow, EntryTagRow, EventSignatureRow, StoryRow, TagCorrectionRow
 
 
 class TagChange(NamedTuple):
@@ -33,6 +33,18 @@ class TagChange(NamedTuple):
     tags: tuple[TopicTag, ...]
     language: str | None
     keep: frozenset[str] | None = None  # None: ``tags`` replace all; else only topics in ``keep``
+
+
+class TaggedText(NamedTuple):
+    """What the classifier may learn from one stored entry (aggregator/learn.py)."""
+
+    entry_id: int
+    title: str
+    text: str
+    categories: tuple[str, ...]
+    reasons: Mapping[str, str]  # topic -> why the entry is in it
+    corrected: bool  # an admin corrected one of its topics
+    vector: bytes | None  # its stored embedding (event matching's), if any
 
 
 def _stored(row: EntryRow) -> StoredEntry:
@@ -253,3 +265,48 @@ def corrected_entries(s: Session, limit: int) -> list[tuple[ParsedEntry, Mapping
         stored = _stored(row)
         out.append((stored.entry, stored.corrections))
     return out
+
+
+def latest_tagged(s: Session, limit: int) -> list[TaggedText]:
+    """The newest ``limit`` entries with text left, newest first, with their tags' reasons."""
+    latest = (
+        select(EntryRow.id)
+        .where(EntryRow.pruned_at.is_(None))
+        .order_by(EntryRow.id.desc())
+        .limit(limit)
+        .scalar_subquery()
+    )
+    reasons: dict[int, dict[str, str]] = {}
+    for entry_id, topic, reason in s.execute(
+        select(EntryTagRow.entry_id, EntryTagRow.topic, EntryTagRow.reason).where(
+            EntryTagRow.entry_id.in_(latest)
+        )
+    ):
+        reasons.setdefault(entry_id, {})[topic] = reason
+    corrected = set(
+        s.scalars(select(TagCorrectionRow.entry_id).where(TagCorrectionRow.entry_id.in_(latest)))
+    )
+    rows = s.execute(
+        select(
+            EntryRow.id,
+            EntryRow.title,
+            EntryRow.text,
+            EntryRow.categories,
+            EventSignatureRow.vector,
+        )
+        .outerjoin(EventSignatureRow, EventSignatureRow.entry_id == EntryRow.id)
+        .where(EntryRow.id.in_(latest))
+        .order_by(EntryRow.id.desc())
+    )
+    return [
+        TaggedText(
+            r.id,
+            r.title,
+            r.text,
+            tuple(r.categories),
+            reasons.get(r.id, {}),
+            r.id in corrected,
+            r.vector,
+        )
+        for r in rows
+    ]

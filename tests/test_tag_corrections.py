@@ -20,9 +20,10 @@ from conftest import FeedServer
 from test_dedup import entry
 
 from aggregator.config import parse_config
-from aggregator.corrections import CorrectionError, correct, learned_examples
+from aggregator.corrections import CorrectionError, correct
 from aggregator.explain import explain
 from aggregator.filters import StoryQuery
+from aggregator.learn import learned_examples
 from aggregator.retag import retag
 from aggregator.service import Aggregator
 from aggregator.tag import Tagger, classifier_text
@@ -312,8 +313,8 @@ def test_the_classifier_learns_from_corrections_deterministically(
         before = agg.tagger._scores([item])[0]
         correct(agg.repo, agg.tagger, "1", "business", True)
         correct(agg.repo, agg.tagger, "1", "sport", False)
-        learned = learned_examples(agg.repo)
-        assert learned == [
+        learned = learned_examples(agg.repo, agg.config.topics)
+        assert [e[:3] for e in learned] == [
             (classifier_text(item), "business", True),
             (classifier_text(item), "sport", False),
         ]
@@ -327,7 +328,9 @@ def test_the_classifier_learns_from_corrections_deterministically(
         was, now = agg.tagger._scores([similar])[0], first._scores([similar])[0]
         assert now["business"] > was["business"], (was, now)
         # Training is deterministic: the same store gives the same heads, bit for bit.
-        second = Tagger.from_config(agg.config, learned=learned_examples(agg.repo))
+        second = Tagger.from_config(
+            agg.config, learned=learned_examples(agg.repo, agg.config.topics)
+        )
         assert first.classifier is not None and second.classifier is not None
         for slug, head in first.classifier.heads.items():
             other = second.classifier.heads[slug]
@@ -342,6 +345,78 @@ def test_the_classifier_learns_from_corrections_deterministically(
             assert restarted.tagger._scores([item])[0] == pytest.approx(after)
         finally:
             restarted.close()
+    finally:
+        agg.close()
+
+
+CHESS = [
+    "Grandmaster wins the world chess championship after a tie-break",
+    "Teenager becomes the youngest chess grandmaster in history",
+    "Chess olympiad: the home team takes gold on the final board",
+    "World chess champion loses to a rival in a rapid game",
+    "Chess federation bans a player over a cheating scandal",
+    "Blitz chess final goes to sudden death at the tournament",
+]
+ARTS = [
+    "Gallery opens a retrospective of the painter's late work",
+    "Orchestra announces its new season of concerts",
+    "Novelist wins the national book prize for a debut",
+    "Film festival opens with a documentary about the sea",
+]
+
+
+def test_the_store_teaches_what_publishers_categories_and_feed_tags_say(
+    tmp_path: Path, db_url: str, feed_server: FeedServer
+) -> None:
+    """Items a publisher filed under a topic's category (or a feed tagged for a topic) teach
+    its head; those filed elsewhere are its negatives; keyword tags teach nothing."""
+    filed = [
+        Item(t, f"https://n.example/chess/{i}", description="", categories=["Sport"])
+        for i, t in enumerate(CHESS)
+    ]
+    filed += [
+        Item(t, f"https://n.example/arts/{i}", description="", categories=["Arts"])
+        for i, t in enumerate(ARTS)
+    ]
+    keyword = Item("Derby day crowds fill the town", "https://n.example/d", categories=["Local"])
+    a = feed_server.serve("/a.rss", rss([*filed, keyword]), content_type="application/rss+xml")
+    markets = [Item("Copper hits a record on supply fears", "https://m.example/1")]
+    b = feed_server.serve("/b.rss", rss(markets), content_type="application/rss+xml")
+    topics = CLASSIFIER_TOPICS.replace(
+        "    classifier:\n      threshold: 0.5\n      examples:\n        - Late goal",
+        "    rules:\n      categories: [sport]\n      keywords: [derby]\n"
+        "    classifier:\n      threshold: 0.5\n      examples:\n        - Late goal",
+    ).replace(
+        "    classifier:\n      threshold: 0.5\n      examples:\n        - Shares fall",
+        "    rules:\n      feed_tags: [markets]\n"
+        "    classifier:\n      threshold: 0.5\n      examples:\n        - Shares fall",
+    )
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        f"settings: {{database_url: '{db_url}'}}\n"
+        "polling: {allow_private_addresses: true}\n"
+        f"feeds: [{{url: '{a}'}}, {{url: '{b}', tags: [markets]}}]\n" + topics
+    )
+    agg = Aggregator.from_file(path)
+    try:
+        poll(agg)
+        learned = learned_examples(agg.repo, agg.config.topics)
+        sides: dict[tuple[str, bool], set[str]] = {}
+        for e in learned:
+            sides.setdefault((e.topic, e.inside), set()).add(e.text)
+        assert sides[("sport", True)] == set(CHESS)
+        assert sides[("sport", False)] == set(ARTS)  # filed under Arts, not Sport
+        assert sides[("business", True)] == {markets[0].title}
+        assert ("business", False) not in sides  # no categories rule: nothing says "not"
+        assert all(keyword.title not in e.text for e in learned)  # a keyword is no signal
+        # Event matching's stored embeddings are reused, not computed again.
+        assert all(e.vector is not None for e in learned)
+        # An uncategorised chess item is now sport, by what the publisher's filing taught.
+        new = entry(title="Chess prodigy, 12, beats a world champion", text="", categories=())
+        alone = Tagger.from_config(agg.config)._scores([new])[0]
+        taught = Tagger.from_config(agg.config, learned=learned)._scores([new])[0]
+        assert taught["sport"] > alone["sport"] + 0.1, (alone, taught)
+        assert taught["sport"] >= 0.5, taught
     finally:
         agg.close()
 
