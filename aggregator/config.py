@@ -267,7 +267,7 @@ class DedupSettings(_Strict):
         "(coverage), published as one item naming every outlet (docs/stories.md)",
     )
     event_threshold: float = Field(
-        default=0.92,
+        default=0.94,
         ge=0.3,
         le=2.0,
         description="event score (embedding cosine + names + headline - days) from which "

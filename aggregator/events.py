@@ -192,7 +192,7 @@ class Reason:
 class EventMatcher:
     """Decides which event a new story joins, from its first entry's signature."""
 
-    threshold: float = 0.92
+    threshold: float = 0.94
     lexical_threshold: float = 0.54
     same_title: float = 0.8
     window: timedelta = timedelta(days=3)

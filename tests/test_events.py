@@ -381,6 +381,32 @@ def test_with_the_model_rewritten_coverage_joins_and_another_event_does_not(
     )
 
 
+@pytest.mark.skipif(embedder_unavailable() is not None, reason="no embedding model installed")
+def test_with_the_model_two_markets_stories_of_one_day_stay_apart() -> None:
+    """A currency story that mentions oil and an oil-cartel story the same day share a topic
+    and a phrase, not an event (they scored 0.924 against a threshold of 0.92)."""
+    model = EventMatcher()
+    peso, opec = model.signatures(
+        [
+            entry(
+                "Colombian peso hits two-year high as oil prices climb",
+                "The peso strengthened past 3,800 per dollar for the first time since 2024.",
+                "https://dispatch.example/peso",
+                T0 + timedelta(hours=5),
+            ),
+            entry(
+                "Oil prices jump as Opec+ delays output increase",
+                "Brent crude rose 3% to $78 a barrel after the group said it would hold "
+                "production steady until April.",
+                "https://bbc.example/opec",
+                T0,
+            ),
+        ]
+    )
+    why = model.compare(peso, opec)
+    assert not why.joins, why
+
+
 def test_a_topic_feed_publishes_one_item_per_event_or_per_story(
     tmp_path: Path, db_url: str, feed_server: FeedServer
 ) -> None:
