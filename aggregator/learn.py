@@ -28,13 +28,13 @@ from storage.tagging import TaggedText
 
 from .classify import Example
 from .config import TopicConfig
-from .embed import item_text
+from .embed import ITEM_CHARS, item_text
 from .topicconfig import Rule
 
 # The corrections the classifier trains on, newest first: admins make dozens, not thousands.
 CORRECTIONS = 2000
-# Entries read for trusted signals, and examples kept per topic and side (chosen on an inner
-# split of the NYT development half; docs/feeds-yaml.md gives the figures).
+# Entries read for trusted signals, and examples kept per topic and side: bounds on the work
+# of each training in a large store (the NYT development half has fewer per side).
 SCAN = 5000
 PER_SIDE = 500
 
@@ -49,7 +49,7 @@ def learned_examples(store: Repository, topics: Sequence[TopicConfig]) -> list[E
         for topic, inside in sorted(fixes.items())
     ]
     if any(t.classifier is not None for t in topics):
-        learned.extend(trusted_examples(store.latest_tagged(SCAN), topics))
+        learned.extend(trusted_examples(store.latest_tagged(SCAN, ITEM_CHARS), topics))
     return learned
 
 

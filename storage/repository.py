@@ -1027,10 +1027,10 @@ class Repository:
         with self._reading() as s:
             return tagging.corrected_entries(s, limit)
 
-    def latest_tagged(self, limit: int) -> list[tagging.TaggedText]:
+    def latest_tagged(self, limit: int, chars: int) -> list[tagging.TaggedText]:
         """The newest entries with their tags' reasons (what the classifier learns from)."""
         with self._reading() as s:
-            return tagging.latest_tagged(s, limit)
+            return tagging.latest_tagged(s, limit, chars)
 
     def replace_tags(self, changes: Sequence[tagging.TagChange]) -> set[str]:
         """Store re-computed tags in one transaction; returns the tag keys that changed.

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.types import (
@@ -267,8 +267,9 @@ def corrected_entries(s: Session, limit: int) -> list[tuple[ParsedEntry, Mapping
     return out
 
 
-def latest_tagged(s: Session, limit: int) -> list[TaggedText]:
-    """The newest ``limit`` entries with text left, newest first, with their tags' reasons."""
+def latest_tagged(s: Session, limit: int, chars: int) -> list[TaggedText]:
+    """The newest ``limit`` entries with text left, newest first, with their tags' reasons;
+    only the first ``chars`` characters of each text are read."""
     latest = (
         select(EntryRow.id)
         .where(EntryRow.pruned_at.is_(None))
@@ -290,7 +291,7 @@ def latest_tagged(s: Session, limit: int) -> list[TaggedText]:
         select(
             EntryRow.id,
             EntryRow.title,
-            EntryRow.text,
+            func.substr(EntryRow.text, 1, chars).label("text"),
             EntryRow.categories,
             EventSignatureRow.vector,
         )
