@@ -70,6 +70,7 @@ class Example(NamedTuple):
     topic: str
     inside: bool
     vector: bytes | None = None
+    filed_by: str = ""  # the feed whose publisher's category put it in ``topic``, if one did
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def training_rows(
     known = {t.slug for t in topics}
     store = [
         Example(e.text.strip()[:ITEM_CHARS], e.topic, e.inside, e.vector)
-        for e in map(Example._make, learned)
+        for e in (Example(*x) for x in learned)
     ]
     store = [e for e in store if e.text and e.topic in known]
     rows.extend((e.text, e.topic, e.inside) for e in store)

@@ -10,7 +10,9 @@ negative of that one topic:
   feeds, in their language and house style, which a dozen example headlines cannot; the
   head then finds the same news in feeds that send no categories. For a topic with a
   ``categories`` rule, an item whose publisher gave categories but none that matched is a
-  negative: the publisher filed it elsewhere.
+  negative: the publisher filed it elsewhere. And a feed whose categories have put items in
+  a topic is trusted to file that topic: the model adds the topic to none of its items
+  that carry categories (tag.py, ``filings``).
 
 Keyword, regex, place and classifier tags teach nothing: learning from them would only
 confirm the rules (and the head's own mistakes). The newest ``SCAN`` entries are read, at
@@ -70,7 +72,8 @@ def trusted_examples(
             reason = row.reasons.get(topic.slug)
             if reason is not None:
                 if reason.startswith(TRUSTED) and len(pos) < per_side:
-                    pos.append(_example(row, topic.slug, True))
+                    filed = row.feed_url if reason.startswith(TRUSTED[0]) else ""
+                    pos.append(_example(row, topic.slug, True, filed))
             elif files_by_category and row.categories and len(neg) < per_side:
                 neg.append(_example(row, topic.slug, False))
         if pos:
@@ -79,8 +82,8 @@ def trusted_examples(
     return out
 
 
-def _example(row: TaggedText, topic: str, inside: bool) -> Example:
-    return Example(item_text(row.title, row.text), topic, inside, row.vector)
+def _example(row: TaggedText, topic: str, inside: bool, filed_by: str = "") -> Example:
+    return Example(item_text(row.title, row.text), topic, inside, row.vector, filed_by)
 
 
 def _has_categories(topic: TopicConfig) -> bool:

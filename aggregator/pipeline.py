@@ -290,7 +290,9 @@ def save_body(
     stored = repo.entry_hashes(feed_url, [i.identity for i in planned])
     intents = [_fingerprinted(i) for i in dedup.decide(planned, stored)]
     tag_started = time.monotonic()
-    intents = tag_intents(tagger, intents, FeedContext(feed_tags, parsed.title, parsed.language))
+    intents = tag_intents(
+        tagger, intents, FeedContext(feed_tags, parsed.title, parsed.language, feed_url)
+    )
     tag_ms = _ms(tag_started)
     new = sum(i.action == "new" for i in intents)
     updated = sum(i.action == "updated" for i in intents)

@@ -23,7 +23,7 @@ from storage.tagging import TagChange
 from .classify import Example, load_classifier
 from .config import Config
 from .learn import learned_examples
-from .tag import Tagger, profiles
+from .tag import Tagger, filings, profiles
 from .types import with_corrections
 
 log = logging.getLogger("aggregator.retag")
@@ -59,7 +59,12 @@ def tagger_for(
             background=config.tagging.background,
         )
     return Tagger(
-        chosen, config.category_synonyms, settings=settings, classifier=classifier, mode="both"
+        chosen,
+        config.category_synonyms,
+        settings=settings,
+        classifier=classifier,
+        mode="both",
+        filed=filings(learned),
     )
 
 

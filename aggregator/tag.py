@@ -160,9 +160,13 @@ class Tagger:
         gazetteer: Gazetteer | None = None,
         classifier: Classifier | None = None,
         mode: Mode = "both",
+        filed: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.settings = settings or TaggingSettings()
         self.mode = mode
+        # topic -> feeds whose publisher's categories file it: the model does not overrule
+        # such a feed's filing of an item it categorised.
+        self.filed = dict(filed or {})
         self.synonyms = dict(DEFAULT_SYNONYMS)
         self.synonyms = {category_key(k): category_key(v) for k, v in self.synonyms.items()}
         for k, v in (synonyms or {}).items():
@@ -200,6 +204,7 @@ class Tagger:
             settings=config.tagging,
             classifier=classifier,
             mode=mode,
+            filed=filings(learned),
         )
 
     def _compile(self, t: TopicConfig) -> _CompiledTopic:
@@ -330,6 +335,8 @@ class Tagger:
         best = max(scores.values(), default=0.0)
         floor = self.settings.relative * best
         if reason is None and topic.threshold is not None and self.mode != "rules":
+            if view.categories and view.feed.url in self.filed.get(topic.slug, ()):
+                return None, "no rule matched; its feed files this topic by category, not this item"
             if score is not None and score >= topic.threshold and score >= floor:
                 reason = f"classifier {score:.2f} >= {topic.threshold:.2f}"
         if reason is None:
@@ -358,6 +365,15 @@ class Tagger:
                     continue
                 out.append(TopicTag(PLACE_PREFIX + code.lower(), f'place "{m.form}" ({m.kind})'))
         return Tagging(tuple(out), view.language)
+
+
+def filings(learned: Iterable[Example]) -> dict[str, frozenset[str]]:
+    """topic -> the feeds whose publisher's categories put stored items in it."""
+    out: dict[str, set[str]] = {}
+    for e in learned:
+        if e.inside and e.filed_by:
+            out.setdefault(e.topic, set()).add(e.filed_by)
+    return {topic: frozenset(feeds) for topic, feeds in out.items()}
 
 
 def classifier_text(entry: ParsedEntry) -> str:

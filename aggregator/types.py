@@ -209,6 +209,7 @@ class FeedContext:
     tags: tuple[str, ...] = ()
     title: str = ""
     language: str | None = None  # as the feed declares it (often wrong)
+    url: str = ""  # as feeds.yaml lists it
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from tag_eval import ROOT, WHEN, Labelled, Scores, macro_f1, score
 from aggregator.classify import Example, load_classifier
 from aggregator.config import Config, TopicConfig, load_config, parse_config
 from aggregator.learn import trusted_examples
-from aggregator.tag import Tagger, profiles
+from aggregator.tag import Tagger, filings, profiles
 from aggregator.topicconfig import TaggingSettings
-from aggregator.types import ParsedEntry
+from aggregator.types import FeedContext, ParsedEntry
 from storage.tagging import TaggedText
 
 # The admin's topics for the two few-shot sets: descriptions and keywords from the labels'
@@ -83,6 +83,8 @@ BBC_TOPICS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 EXAMPLES_PER_TOPIC = 8
+# Every item is polled from one feed (which, for NYT, files its topics by category).
+FEED = "https://feeds.example/nyt-us.rss"
 THRESHOLDS = [t / 100 for t in range(10, 95, 5)]
 
 
@@ -187,11 +189,17 @@ def tagger(
     topics = tuple(topics if topics is not None else config.topics)
     settings = TaggingSettings(detect_language=False, place_tags=False)
     classifier = load_classifier(profiles(topics), learned=learned)
-    return Tagger(topics, config.category_synonyms, settings=settings, classifier=classifier)
+    return Tagger(
+        topics,
+        config.category_synonyms,
+        settings=settings,
+        classifier=classifier,
+        filed=filings(learned),
+    )
 
 
 def predict(t: Tagger, items: Sequence[Item], categories: bool = False) -> list[set[str]]:
-    results = t.analyse_many([entry(i, categories) for i in items])
+    results = t.analyse_many([entry(i, categories) for i in items], FeedContext(url=FEED))
     return [{x.topic for x in r.tags if ":" not in x.topic} for r in results]
 
 
@@ -217,7 +225,14 @@ def run_nyt(data: Path, sample: int | None) -> None:
     tagged = t.analyse_many([entry(i, True) for i in fit])
     rows = [
         TaggedText(
-            n, i.title, i.text, i.categories, {x.topic: x.reason for x in r.tags}, False, None
+            n,
+            i.title,
+            i.text,
+            i.categories,
+            {x.topic: x.reason for x in r.tags},
+            False,
+            None,
+            FEED,
         )
         for n, (i, r) in enumerate(zip(fit, tagged, strict=True))
     ]

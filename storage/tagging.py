@@ -22,7 +22,14 @@ from aggregator.types import (
     with_corrections,
 )
 
-from .models import EntryRow, EntryTagRow, EventSignatureRow, StoryRow, TagCorrectionRow
+from .models import (
+    EntryRow,
+    EntryTagRow,
+    EventSignatureRow,
+    FeedRow,
+    StoryRow,
+    TagCorrectionRow,
+)
 
 
 class TagChange(NamedTuple):
@@ -45,6 +52,7 @@ class TaggedText(NamedTuple):
     reasons: Mapping[str, str]  # topic -> why the entry is in it
     corrected: bool  # an admin corrected one of its topics
     vector: bytes | None  # its stored embedding (event matching's), if any
+    feed_url: str
 
 
 def _stored(row: EntryRow) -> StoredEntry:
@@ -64,7 +72,9 @@ def _stored(row: EntryRow) -> StoredEntry:
             Enclosure(d.get("url", ""), d.get("type"), d.get("length")) for d in row.enclosures
         ),
     )
-    feed = FeedContext(tuple(row.feed.tags or ()), row.feed.title or "", row.feed.language)
+    feed = FeedContext(
+        tuple(row.feed.tags or ()), row.feed.title or "", row.feed.language, row.feed.url
+    )
     return StoredEntry(
         id=row.id,
         entry=entry,
@@ -294,7 +304,9 @@ def latest_tagged(s: Session, limit: int, chars: int) -> list[TaggedText]:
             func.substr(EntryRow.text, 1, chars).label("text"),
             EntryRow.categories,
             EventSignatureRow.vector,
+            FeedRow.url,
         )
+        .join(FeedRow, FeedRow.id == EntryRow.feed_id)
         .outerjoin(EventSignatureRow, EventSignatureRow.entry_id == EntryRow.id)
         .where(EntryRow.id.in_(latest))
         .order_by(EntryRow.id.desc())
@@ -308,6 +320,7 @@ def latest_tagged(s: Session, limit: int, chars: int) -> list[TaggedText]:
             reasons.get(r.id, {}),
             r.id in corrected,
             r.vector,
+            r.url,
         )
         for r in rows
     ]

@@ -26,8 +26,8 @@ from aggregator.filters import StoryQuery
 from aggregator.learn import learned_examples
 from aggregator.retag import retag
 from aggregator.service import Aggregator
-from aggregator.tag import Tagger, classifier_text
-from aggregator.types import CORRECTED
+from aggregator.tag import Tagger, classifier_text, filings
+from aggregator.types import CORRECTED, FeedContext, ParsedEntry
 from aggregator.web import create_app
 
 ITEMS = [
@@ -417,6 +417,19 @@ def test_the_store_teaches_what_publishers_categories_and_feed_tags_say(
         taught = Tagger.from_config(agg.config, learned=learned)._scores([new])[0]
         assert taught["sport"] > alone["sport"] + 0.1, (alone, taught)
         assert taught["sport"] >= 0.5, taught
+        # A feed whose categories file sport is trusted with its categorised items: the
+        # model adds sport to its uncategorised item, not to one it filed under Arts (as it
+        # still does for a feed whose categories never said sport).
+        assert filings(learned) == {"sport": frozenset({a})}
+        tagger = Tagger.from_config(agg.config, learned=learned)
+        arts = dataclasses.replace(new, categories=("Arts",))
+
+        def sport(item: ParsedEntry, feed: str) -> bool:
+            return "sport" in {x.topic for x in tagger.analyse(item, FeedContext(url=feed)).tags}
+
+        assert sport(new, a) and not sport(arts, a) and sport(arts, b)
+        [why] = [v for v in tagger.explain(arts, FeedContext(url=a)) if v.topic == "sport"]
+        assert why.why_not is not None and "files this topic by category" in why.why_not
     finally:
         agg.close()
 
